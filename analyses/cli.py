@@ -1,0 +1,239 @@
+"""``nmech``: analyze, laws, train, evaluate, report, demo.
+
+Every sub-command exits 0 on success and, on bad input, prints one line ``nmech: error: ...`` to stderr
+and exits 2 (set NMECH_DEBUG=1 to see the traceback instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """Bad input reported in one line."""
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be integers like 3,32,32 or 20, got {text!r}") from None
+    if not shape or any(v <= 0 for v in shape):
+        raise argparse.ArgumentTypeError(f"input shape must be positive integers, got {text!r}")
+    return shape
+
+
+def _parse_model_arg(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--model-arg takes KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="zoo name (vgg16_bn), torchvision:NAME or package.module:callable")
+    p.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W",
+                   help="one sample, no batch axis (e.g. 3,32,32 or 20); default: the model's own")
+    p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--width", type=float, default=None, help="width multiplier for zoo models")
+    p.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra keyword for the zoo builder (JSON values), repeatable")
+
+
+def load_model(args: argparse.Namespace):
+    """Build the model named on the command line and an example batch for it."""
+    import torch
+
+    from model_zoo import build_model
+
+    kwargs = dict(args.model_arg)
+    if args.width is not None:
+        kwargs["width"] = args.width
+    model, info = build_model(args.model, num_classes=args.num_classes, input_shape=args.input_shape, **kwargs)
+    shape = args.input_shape or info.input_shape
+    if shape is None:
+        raise CliError(f"{args.model}: no default input shape; pass --input-shape C,H,W")
+    example = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    return model, info, example
+
+
+def _optimizer_config(args: argparse.Namespace):
+    from symmetry_engine.predict import OptimizerConfig
+
+    return OptimizerConfig(rule="sgd", lr=args.lr, momentum=args.momentum, dampening=args.dampening,
+                           nesterov=args.nesterov, weight_decay=args.weight_decay,
+                           decoupled_weight_decay=args.decoupled_weight_decay)
+
+
+# -- analyze ------------------------------------------------------------------------------------------
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from symmetry_engine.analyze import analyze
+
+    model, info, example = load_model(args)
+    result = analyze(model, example, loss=args.loss, certify_symmetries=args.certify,
+                     batch_size=args.certify_batch, samples=args.certify_samples)
+    if args.json:
+        out = result.to_json()
+        out["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}
+        json.dump(out, sys.stdout, indent=None if args.compact else 1)
+        sys.stdout.write("\n")
+    else:
+        print(format_analysis(args.model, tuple(example.shape[1:]), result))
+    if args.certify and not result.all_certified:
+        return 1
+    return 0
+
+
+def format_analysis(spec: str, shape: tuple[int, ...], result) -> str:
+    lines = [f"{spec}  input {','.join(map(str, shape))}  loss {result.loss}  (captured with {result.capture_method})",
+             "symmetries: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())]
+    per_layer: dict[tuple[str, str], int] = {}
+    for s in result.symmetries:
+        per_layer[(s.kind, s.layer)] = per_layer.get((s.kind, s.layer), 0) + 1
+    lines.append(f"{'kind':<12} {'layer':<32} groups  example members")
+    seen: set[tuple[str, str]] = set()
+    for s in result.symmetries:
+        if (s.kind, s.layer) in seen:
+            continue
+        seen.add((s.kind, s.layer))
+        ex = "; ".join(f"{'+' if m.sign > 0 else '-'}{m.param}{'' if m.axis is None else f'[ax{m.axis}:{_idx(m.indices)}]'}"
+                       for m in s.members)
+        lines.append(f"{s.kind:<12} {s.layer:<32} {per_layer[(s.kind, s.layer)]:>6}  {ex}")
+    if result.unknown_ops:
+        lines.append("unknown ops (blocking): " + ", ".join(result.unknown_ops))
+    for w in result.warnings:
+        lines.append("warning: " + w)
+    if result.certificates is not None:
+        certs = result.certificates
+        bad = [c for c in certs if not c.certified]
+        lines.append(f"certified: {len(certs) - len(bad)}/{len(certs)}  "
+                     f"(max |<g,xi>|/(|g||xi|) = {max((c.grad_rel for c in certs), default=0):.1e}, "
+                     f"max joint loss change = {max((c.loss_rel_joint for c in certs), default=0):.1e}; "
+                     f"at the model's eps={result.norm_eps:g}: max gradient breaking "
+                     f"{max((c.eps_grad_rel for c in certs), default=0):.1e})")
+        for c in bad[:20]:
+            lines.append(f"  NOT certified: {c.key} grad {c.grad_rel:.1e} loss {c.loss_rel_single or c.loss_rel_joint:.1e}")
+    return "\n".join(lines)
+
+
+def _idx(indices: tuple[int, ...]) -> str:
+    if len(indices) > 3 and list(indices) == list(range(indices[0], indices[-1] + 1)):
+        return f"{indices[0]}..{indices[-1]}"
+    return ",".join(map(str, indices))
+
+
+# -- laws ---------------------------------------------------------------------------------------------
+def cmd_laws(args: argparse.Namespace) -> int:
+    from analyses.laws_text import render_laws
+
+    if args.kinds:
+        kinds = [k for k in args.kinds.split(",") if k]
+    else:
+        from symmetry_engine.analyze import analyze
+
+        model, _, example = load_model(args)
+        counts = analyze(model, example, loss=args.loss).counts
+        kinds = [k for k, n in counts.items() if n]
+    fmt = "json" if args.json else "latex" if args.latex else "text"
+    print(render_laws(kinds, _optimizer_config(args), fmt))
+    return 0
+
+
+def add_optimizer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.0)
+    p.add_argument("--dampening", type=float, default=0.0)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--decoupled-weight-decay", action="store_true",
+                   help="SGDW/AdamW-style weight decay θ ← (1−ηλ)θ − η·update")
+
+
+# -- evaluate / report / train / demo (implemented in analyses.commands) ------------------------------
+def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from analyses import commands
+
+        return getattr(commands, name)(args)
+
+    return run
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser; the training options (which import the model zoo) only when ``train`` is asked for."""
+    parser = argparse.ArgumentParser(prog="nmech", description="Symmetries and conservation laws of neural-network training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("analyze", help="list a model's symmetries with exact parameter slices")
+    add_model_arguments(p)
+    p.add_argument("--certify", action="store_true", help="check every symmetry numerically (float64)")
+    p.add_argument("--certify-batch", type=int, default=8, help="batch size of the certification batch")
+    p.add_argument("--certify-samples", type=int, default=16, help="groups per kind also checked one by one")
+    p.add_argument("--json", action="store_true", help="print one JSON object (schema: docs/json_schema.md)")
+    p.add_argument("--compact", action="store_true", help="JSON on one line")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("laws", help="print the conservation laws of a model's symmetries under an optimizer")
+    add_model_arguments(p)
+    add_optimizer_arguments(p)
+    p.add_argument("--kinds", default="", help="skip the analysis: comma-separated kinds (translation,scale,rescale)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--latex", action="store_true")
+    fmt.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_laws)
+
+    p = sub.add_parser("train", help="train a zoo model with the tracker on (writes a run directory)")
+    if list(argv[:1]) == ["train"]:
+        from model_zoo.train_cli import add_train_arguments
+
+        add_train_arguments(p)
+    p.set_defaults(func=_lazy("cmd_train"))
+
+    p = sub.add_parser("evaluate", help="hold a run (log and checkpoints) against the laws")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    p.add_argument("--no-checkpoints", action="store_true", help="skip the checkpoint cross-check")
+    p.set_defaults(func=_lazy("cmd_evaluate"))
+
+    p = sub.add_parser("report", help="evaluate a run and write a Markdown report with figures")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="report directory (default RUN_DIR/report)")
+    p.set_defaults(func=_lazy("cmd_report"))
+
+    p = sub.add_parser("demo", help="train VGG-16 with and without BN on digits, evaluate, write a report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--width", type=float, default=0.125)
+    p.set_defaults(func=_lazy("cmd_demo"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("nmech: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
+        if os.environ.get("NMECH_DEBUG"):
+            raise
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"nmech: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The analyzer's public entry point: model + example input + loss kind → symmetries (+ certificates)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import networkx as nx
+import torch
+from torch import nn
+
+from .certify import GRAD_TOL, LOSS_TOL, Certificate, certify
+from .graph import capture, detect_symmetries
+from .symmetry import Symmetry, count_by_kind
+
+
+@dataclass
+class Analysis:
+    symmetries: list[Symmetry]
+    graph: nx.DiGraph
+    param_shapes: dict[str, tuple[int, ...]]
+    loss: str
+    capture_method: str
+    unknown_ops: list[str]
+    norm_eps: float
+    blocked_reasons: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    certificates: list[Certificate] | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return count_by_kind(self.symmetries)
+
+    @property
+    def all_certified(self) -> bool | None:
+        return None if self.certificates is None else all(c.certified for c in self.certificates)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": "nmech-analysis/1",
+            "loss": self.loss,
+            "capture": self.capture_method,
+            "counts": self.counts,
+            "unknown_ops": self.unknown_ops,
+            "normalizer_eps": self.norm_eps,
+            "parameters": {k: list(v) for k, v in self.param_shapes.items()},
+            "warnings": self.warnings,
+            "symmetries": [s.to_json() for s in self.symmetries],
+        }
+        if self.certificates is not None:
+            out["certification"] = {
+                "all_certified": self.all_certified,
+                "tolerances": {"loss_rel": LOSS_TOL, "grad_rel": GRAD_TOL},
+                "method": "float64 copy, normalizer eps -> 1e-300; random alpha in [0.5, 2]",
+                "results": [c.to_json() for c in self.certificates],
+            }
+        return out
+
+
+def analyze(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], loss: str = "cross_entropy",
+            certify_symmetries: bool = False, **certify_options: Any) -> Analysis:
+    """Find every symmetry of ``model`` under ``loss`` with exact parameter slices.
+
+    ``example_inputs`` is a batch (at least two samples, so batch norm sees a batch). With
+    ``certify_symmetries=True`` each symmetry is also checked numerically (see ``certify``).
+    """
+    cg = capture(model, example_inputs, loss=loss)
+    det = detect_symmetries(cg)
+    result = Analysis(det.symmetries, cg.graph, cg.param_shapes, loss, cg.method, det.unknown_ops, det.norm_eps,
+                      det.blocked_reasons, list(cg.warnings))
+    if det.unknown_ops:
+        result.warnings.append("ops missing from the semantics table block symmetries: " + ", ".join(det.unknown_ops))
+    if certify_symmetries:
+        result.certificates = certify(model, example_inputs, det.symmetries, loss=loss, **certify_options)
+    return result

@@ -1,0 +1,180 @@
+"""Turn an ``nn.Module`` into a ``networkx.DiGraph`` of aten ops with parameter references and shapes.
+
+``torch.export`` in train mode is the primary path (it keeps batch norm's training semantics and gives
+high-level aten ops such as ``aten.conv2d`` and ``aten.batch_norm``); ``make_fx`` with pre-dispatch
+tracing over ``functional_call`` is the fallback for models export rejects. Both produce the same op
+vocabulary, so the op-semantics table serves both.
+
+Node attributes:
+  ``kind``   "param" | "buffer" | "input" | "const" | "op" | "output" | "loss"
+  ``target`` canonical op name without overload, e.g. ``aten.conv2d`` (op nodes), ``loss.cross_entropy``
+  ``args``   positional arguments: node names for tensors (``("node", name)``), plain values otherwise
+  ``param``  ``state_dict`` key (param/buffer nodes)
+  ``shape``  output shape tuple (or None)
+Edges ``u → v`` carry ``pos``: the argument positions of ``u`` in ``v``'s args (tuples for list args).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import networkx as nx
+import torch
+from torch import nn
+
+LOSS_KINDS = ("cross_entropy", "mse")
+
+
+class CaptureError(ValueError):
+    """The model could not be traced with the given example input (one-line message)."""
+
+
+@dataclass
+class CapturedGraph:
+    graph: nx.DiGraph
+    param_shapes: dict[str, tuple[int, ...]]
+    inputs: list[str]
+    output: str
+    loss: str
+    method: str
+    warnings: list[str] = field(default_factory=list)
+
+    def op_nodes(self) -> list[str]:
+        return [n for n, d in self.graph.nodes(data=True) if d["kind"] == "op"]
+
+    def users(self, name: str) -> list[str]:
+        return list(self.graph.successors(name))
+
+
+def op_name(target: Any) -> str:
+    """``aten.add.Tensor`` → ``aten.add``; ``aten.relu_`` → ``aten.relu``; ``operator.getitem`` → ``getitem``."""
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        ns, base = str(target).split(".")[:2]
+        if base.endswith("_") and not base.endswith("__"):
+            base = base[:-1]  # in-place variants compute the same values
+        return f"{ns}.{base}"
+    return getattr(target, "__name__", str(target))
+
+
+def _shape_of(meta_val: Any) -> tuple[int, ...] | None:
+    if isinstance(meta_val, torch.Tensor):
+        try:
+            return tuple(int(s) for s in meta_val.shape)
+        except TypeError:  # symbolic sizes
+            return None
+    return None
+
+
+def _convert_arg(a: Any, names: dict[Any, str]) -> Any:
+    if isinstance(a, torch.fx.Node):
+        return ("node", names[a])
+    if isinstance(a, (list, tuple)):
+        return type(a)(_convert_arg(x, names) for x in a)
+    if isinstance(a, (torch.dtype, torch.device, torch.memory_format, torch.layout)):
+        return str(a)
+    return a
+
+
+def _export_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[str, str], dict[str, str], str]:
+    ep = torch.export.export(model, inputs)
+    sig = ep.graph_signature
+    return ep.graph_module.graph, dict(sig.inputs_to_parameters), dict(sig.inputs_to_buffers), "torch.export"
+
+
+def _make_fx_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[str, str], dict[str, str], str]:
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.func import functional_call
+
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    pnames, bnames = list(params), list(buffers)
+
+    def fn(ps, bs, *xs):
+        return functional_call(model, ({**dict(zip(pnames, ps)), **dict(zip(bnames, bs))}), xs)
+
+    gm = make_fx(fn, pre_dispatch=True)(list(params.values()), list(buffers.values()), *inputs)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    to_p = {placeholders[i].name: pnames[i] for i in range(len(pnames))}
+    to_b = {placeholders[len(pnames) + i].name: bnames[i] for i in range(len(bnames))}
+    return gm.graph, to_p, to_b, "make_fx"
+
+
+def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], loss: str = "cross_entropy") -> CapturedGraph:
+    """Trace ``model`` (on a copy, in train mode) and build the computation graph with a loss node."""
+    if loss not in LOSS_KINDS:
+        raise CaptureError(f"unknown loss kind {loss!r}; expected one of {', '.join(LOSS_KINDS)}")
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    traced_model = copy.deepcopy(model).train()
+    try:
+        with torch.no_grad():
+            traced_model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the model
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CaptureError(f"the model does not accept an input of shape {shapes}: {first}") from None
+    warnings: list[str] = []
+    errors = []
+    for tracer in (_export_graph, _make_fx_graph):
+        try:
+            fx_graph, to_param, to_buffer, method = tracer(traced_model, inputs)
+            break
+        except Exception as exc:  # noqa: BLE001 - report every tracer's reason below
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            errors.append(f"{tracer.__name__.strip('_')}: {first}")
+    else:
+        raise CaptureError("could not trace the model with the given input: " + " | ".join(errors))
+    if method != "torch.export":
+        warnings.append("torch.export failed; traced with make_fx instead (" + errors[0] + ")")
+
+    g = nx.DiGraph()
+    names: dict[Any, str] = {}
+    param_shapes: dict[str, tuple[int, ...]] = {}
+    input_names: list[str] = []
+    output_name = ""
+    for node in fx_graph.nodes:
+        names[node] = node.name
+        shape = _shape_of(node.meta.get("val"))
+        if node.op == "placeholder":
+            if node.name in to_param:
+                key = to_param[node.name]
+                g.add_node(node.name, kind="param", param=key, shape=shape, target=None, args=())
+                param_shapes[key] = shape
+            elif node.name in to_buffer:
+                g.add_node(node.name, kind="buffer", param=to_buffer[node.name], shape=shape, target=None, args=())
+            else:
+                g.add_node(node.name, kind="input", shape=shape, target=None, args=())
+                input_names.append(node.name)
+        elif node.op == "get_attr":
+            g.add_node(node.name, kind="const", shape=shape, target=None, args=())
+        elif node.op == "call_function":
+            args = tuple(_convert_arg(a, names) for a in node.args)
+            kwargs = {k: _convert_arg(v, names) for k, v in node.kwargs.items()}
+            g.add_node(node.name, kind="op", target=op_name(node.target), args=args, kwargs=kwargs, shape=shape)
+            _add_edges(g, node.name, args)
+        elif node.op == "output":
+            outs = [a for a in torch.utils._pytree.tree_leaves(node.args) if isinstance(a, torch.fx.Node)]
+            if len(outs) != 1:
+                raise CaptureError(f"the model must return one tensor (logits); it returned {len(outs)}")
+            output_name = names[outs[0]]
+        else:
+            raise CaptureError(f"unsupported graph node {node.op} {node.target}")
+    out_shape = g.nodes[output_name]["shape"]
+    g.add_node("loss", kind="loss", target=f"loss.{loss}", args=(("node", output_name),), shape=(), kwargs={})
+    g.add_edge(output_name, "loss", pos=(0,))
+    if loss == "cross_entropy" and (out_shape is None or len(out_shape) != 2):
+        warnings.append(f"cross-entropy expects [batch, classes] logits, got {out_shape}; no translation symmetry assumed")
+    return CapturedGraph(g, param_shapes, input_names, output_name, loss, method, warnings)
+
+
+def _add_edges(g: nx.DiGraph, dst: str, args: tuple, prefix: tuple = ()) -> None:
+    for i, a in enumerate(args):
+        if isinstance(a, tuple) and len(a) == 2 and a[0] == "node":
+            pos = prefix + (i,)
+            if g.has_edge(a[1], dst):
+                g.edges[a[1], dst]["pos"] = g.edges[a[1], dst]["pos"] + (pos,)
+            else:
+                g.add_edge(a[1], dst, pos=(pos,))
+        elif isinstance(a, (list, tuple)):
+            _add_edges(g, dst, tuple(a), prefix + (i,))

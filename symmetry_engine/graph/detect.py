@@ -1,0 +1,63 @@
+"""Run the symmetry passes over a captured graph and label the results for people and reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..symmetry import Member, Symmetry
+from .capture import CapturedGraph
+from .scaling import scaling_pass
+from .translation import translation_pass
+
+
+@dataclass
+class Detection:
+    symmetries: list[Symmetry]
+    unknown_ops: list[str]
+    norm_eps: float
+    blocked_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _module(key: str) -> str:
+    return key.rsplit(".", 1)[0] if "." in key else key
+
+
+def merge_members(members: list[Member]) -> tuple[Member, ...]:
+    """One member per (param, axis, sign), indices sorted: the form people and tools expect."""
+    merged: dict[tuple[str, int | None, int], list[int]] = {}
+    for m in members:
+        merged.setdefault((m.param, m.axis, m.sign), []).extend(m.indices)
+    out = []
+    for (param, axis, sign), idx in merged.items():
+        out.append(Member(param, axis, tuple(sorted(set(idx))), sign))
+    return tuple(sorted(out, key=lambda m: (-m.sign, m.param, -1 if m.axis is None else m.axis, m.indices)))
+
+
+def detect_symmetries(cg: CapturedGraph) -> Detection:
+    scaling = scaling_pass(cg)
+    symmetries: list[Symmetry] = []
+    for slots, producers, consumers, normalized in scaling.classes:
+        members = merge_members(producers + consumers)
+        first = producers[0]
+        layer = _module(first.param)
+        single = all(len(m.indices) == 1 for m in producers) and len({m.indices for m in producers}) == 1
+        channel = first.indices[0] if single else None
+        prod_mods = sorted({_module(m.param) for m in producers})
+        cons_mods = sorted({_module(m.param) for m in consumers})
+        if consumers:
+            kind = "rescale"
+            note = f"{', '.join(prod_mods)} → {', '.join(cons_mods)}: positively homogeneous path"
+        else:
+            kind = "scale"
+            note = f"{', '.join(prod_mods)} feeds a normalizer"
+        symmetries.append(Symmetry(kind, members, layer, channel, note))
+    for t in translation_pass(cg):
+        target = cg.graph.nodes[t.absorber]["target"]
+        symmetries.append(Symmetry("translation", t.members, t.label, t.channel, f"shift absorbed by {target}"))
+    order = {"translation": 0, "scale": 1, "rescale": 2}
+    symmetries.sort(key=lambda s: (order[s.kind], s.layer, -1 if s.channel is None else s.channel))
+    reasons: dict[str, int] = {}
+    for f in scaling.facts.values():
+        for why in f.blocked[:1] + f.unscalable[:1]:
+            reasons[why] = reasons.get(why, 0) + 1
+    return Detection(symmetries, scaling.unknown_ops, max(scaling.norm_eps, default=0.0), reasons)
