@@ -1,5 +1,33 @@
-"""neural-mechanics: symmetries of a network's parameters and the laws they impose on training."""
+"""neural-mechanics: symmetries of a network's parameters and the laws they impose on training.
+
+The top level imports no torch: ``analyze``, ``track``, ``Tracker`` and ``evaluate_run`` are loaded on
+first use, so the symbolic engine stays importable on its own.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 from .symmetry import KINDS, Member, Symmetry, apply_action, canonical_form, count_by_kind
 
-__all__ = ["KINDS", "Member", "Symmetry", "apply_action", "canonical_form", "count_by_kind"]
+_LAZY = {
+    "analyze": ("symmetry_engine.analyze", "analyze"),
+    "Analysis": ("symmetry_engine.analyze", "Analysis"),
+    "certify": ("symmetry_engine.certify", "certify"),
+    "track": ("symmetry_engine.tracker", "track"),
+    "Tracker": ("symmetry_engine.tracker", "Tracker"),
+    "evaluate_run": ("symmetry_engine.evaluate", "evaluate_run"),
+    "read_run": ("symmetry_engine.runlog", "read_run"),
+    "OptimizerConfig": ("symmetry_engine.predict", "OptimizerConfig"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(import_module(module), attr)
+    raise AttributeError(f"module 'symmetry_engine' has no attribute {name!r}")
+
+
+__all__ = ["KINDS", "Member", "Symmetry", "apply_action", "canonical_form", "count_by_kind", *_LAZY]

@@ -216,14 +216,16 @@ class _Pass:
             else:
                 groups = arg(args, 6, 1)
         wkey, bkey = self.param_key(w), self.param_key(b)
-        ok = wkey is not None and (b is None or bkey is not None) and groups == 1
+        # grouped/depthwise convolutions still produce output channel c from weight row c; consuming an
+        # input channel would need a slice restricted on two axes, which a member cannot express
+        ok = wkey is not None and (b is None or bkey is not None) and groups >= 1
         # output channels: produced by the weight rows (and bias entries)
         if shp is not None and out_axis is not None:
             self.set_layout(name, out_axis, shp[out_axis])
             for c in range(shp[out_axis]):
                 f = self.facts[(name, c)]
                 if not ok:
-                    f.unscalable.append(f"{target} with shared, computed or grouped weights")
+                    f.unscalable.append(f"{target} with shared, computed or transposed weights")
                     continue
                 f.producers.append(Member(wkey, 0, (c,), 1))
                 if bkey is not None:
@@ -231,7 +233,7 @@ class _Pass:
         # input channels: absorbed by the weight columns
         if data in self.layouts:
             lay = self.layouts[data]
-            if not ok or lay.axis != in_axis_expected:
+            if not ok or groups != 1 or lay.axis != in_axis_expected:
                 self.block_uses(data, f"{target} cannot absorb this input scaling")
             else:
                 for c in range(lay.size):

@@ -1,0 +1,64 @@
+"""Implementations of ``nmech evaluate``, ``report``, ``train`` and ``demo`` (the parser lives in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def format_evaluation(ev) -> str:
+    """The text a person reads after a run: per kind, then per layer, max/median relative errors."""
+    opt = ev.optimizer
+    lines = [f"run {ev.run_dir}: {ev.T} steps, dtype {ev.meta.get('dtype')}, "
+             f"SGD lr={opt.get('lr')} momentum={opt.get('momentum')} dampening={opt.get('dampening')} "
+             f"nesterov={opt.get('nesterov')} weight_decay={opt.get('weight_decay')}",
+             "relative error = max over steps |measured − predicted| / max over steps of the group's size",
+             f"{'kind':<12} {'groups':>7} {'exact max':>11} {'exact med':>11} {'contin. max':>12} {'contin. med':>12}"]
+    for kind, s in ev.summary.items():
+        lines.append(f"{kind:<12} {s['groups']:>7} {s['exact']['max']:>11.2e} {s['exact']['median']:>11.2e} "
+                     f"{s['continuous']['max']:>12.2e} {s['continuous']['median']:>12.2e}")
+    lines.append("")
+    lines.append(f"{'kind':<12} {'layer':<28} {'groups':>7} {'exact max':>11} {'contin. max':>12}")
+    for row in ev.layers:
+        lines.append(f"{row['kind']:<12} {row['layer']:<28} {row['groups']:>7} {row['exact']['max']:>11.2e} "
+                     f"{row['continuous']['max']:>12.2e}")
+    for c in ev.checkpoints:
+        worst = max(c.errors.values(), default=float("nan"))
+        lines.append(f"checkpoint {Path(c.path).name} (step {c.step}): max relative difference from the log {worst:.1e}"
+                     + (f" — {c.note}" if c.note else ""))
+    for key, msg in ev.prediction_errors.items():
+        lines.append(f"no prediction for {key}: {msg}")
+    for w in ev.warnings:
+        lines.append("warning: " + w)
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from symmetry_engine.evaluate import evaluate_run
+
+    ev = evaluate_run(args.run_dir, checkpoints=not args.no_checkpoints)
+    if args.json:
+        json.dump(ev.to_json(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(format_evaluation(ev))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analyses.report import write_report
+    from symmetry_engine.evaluate import evaluate_run
+
+    ev = evaluate_run(args.run_dir)
+    path = write_report(ev, args.out or Path(args.run_dir) / "report")
+    print(format_evaluation(ev))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model_zoo.train_cli import run_train
+
+    return int(run_train(args) or 0)

@@ -1,0 +1,142 @@
+"""Figures for an evaluated run, in the style of the paper's Figures 1 and 5.
+
+Figure 5 (``conservation.png``) puts theory on top of measurement for one layer per kind: column sums of
+the final linear layer (translation), squared channel norms of a normalised layer (scale), differences of
+squared channel norms across a homogeneous activation (rescale). Measured curves are thick and coloured,
+the exact discrete law is dashed and the paper's continuous law dotted in the same colour, so an exact law
+that matches hides nothing and a drifting continuous law is visible. Panels of kinds the run lacks are left
+out. Figure 1 (``trajectories.png``) contrasts noisy individual weights (from checkpoints when there are a
+few; otherwise the loss) with the smooth per-channel norms of the same layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from symmetry_engine.evaluate import Evaluation, KindSeries  # noqa: E402
+from symmetry_engine.symmetry import Symmetry  # noqa: E402
+
+TITLES = {"translation": "translation: column sums", "scale": "scale: squared channel norms",
+          "rescale": "rescale: difference of squared norms"}
+YLABEL = {"translation": r"$\langle\theta_A, 1\rangle$", "scale": r"$|\theta_A|^2$",
+          "rescale": r"$|\theta_{A_1}|^2-|\theta_{A_2}|^2$"}
+
+
+def pick_layer(kind: str, syms: Sequence[Symmetry]) -> str:
+    """The layer a panel shows: for translation the last layer whose groups are weight columns (the
+    final linear layer of a classifier); otherwise the layer with the most groups (first on ties)."""
+    if kind == "translation":
+        cols = [s.layer for s in syms if any(m.axis == 1 for m in s.members)]
+        if cols:
+            return cols[-1]
+    counts: dict[str, int] = {}
+    for s in syms:
+        counts[s.layer] = counts.get(s.layer, 0) + 1
+    return max(counts, key=lambda k: counts[k])
+
+
+def pick_groups(series: KindSeries, layer: str, k: int) -> list[int]:
+    """Up to ``k`` groups of ``layer`` spread evenly over its channels (indices into the kind)."""
+    idx = [j for j, s in enumerate(series.symmetries) if s.layer == layer]
+    if len(idx) <= k:
+        return idx
+    return [idx[int(round(i))] for i in np.linspace(0, len(idx) - 1, k)]
+
+
+def plot_conservation(ev: Evaluation, path: Path, groups_per_panel: int = 4) -> Path | None:
+    """Figure-5-style panels (one per kind present); returns the path, or None if the run has no groups."""
+    kinds = [k for k in ("translation", "scale", "rescale") if k in ev.series]
+    if not kinds:
+        return None
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.6), squeeze=False)
+    steps = ev.steps
+    for ax, kind in zip(axes[0], kinds):
+        ser = ev.series[kind]
+        layer = pick_layer(kind, ser.symmetries)
+        for c, j in enumerate(pick_groups(ser, layer, groups_per_panel)):
+            colour = f"C{c}"
+            ch = ser.symmetries[j].channel
+            ax.plot(steps, ser.measured[:, j], color=colour, lw=3, alpha=0.45,
+                    label=f"{'channel' if kind != 'translation' else 'group'} {ch if ch is not None else j}")
+            ax.plot(steps, ser.exact[:, j], color=colour, lw=1.2, ls="--")
+            ax.plot(steps, ser.continuous[:, j], color=colour, lw=1.2, ls=":")
+        ax.set_title(f"{TITLES[kind]}\n{layer}", fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel(YLABEL[kind])
+        ax.legend(fontsize=7, loc="best")
+    handles = [plt.Line2D([], [], color="grey", lw=3, alpha=0.45), plt.Line2D([], [], color="grey", ls="--"),
+               plt.Line2D([], [], color="grey", ls=":")]
+    fig.legend(handles, ["measured", "exact discrete law", "continuous law (paper)"], loc="lower center",
+               ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _checkpoint_weights(ev: Evaluation, sym: Symmetry, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A few individual entries of ``sym``'s first member across the run's checkpoints (≥ 3 needed)."""
+    files = sorted(Path(ev.run_dir, "checkpoints").glob("step_*.pt"))
+    if len(files) < 3:
+        return None
+    import torch  # only needed when checkpoints are plotted
+
+    steps, values = [], []
+    m = sym.members[0]
+    for f in files:
+        try:
+            ck = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged checkpoint is reported by evaluate; the figure falls back to the loss
+            return None
+        state = ck.get("model", ck) if isinstance(ck, dict) else {}
+        if m.param not in state:
+            return None
+        t = state[m.param].detach().double()
+        values.append(t[m.index(t.dim())].reshape(-1)[:count].numpy())
+        steps.append(int(ck.get("step", len(steps))))
+    return np.asarray(steps), np.stack(values)
+
+
+def plot_trajectories(ev: Evaluation, path: Path) -> Path | None:
+    """Figure-1-style: noisy weights (or loss) on the left, smooth per-channel norms on the right."""
+    kind = "scale" if "scale" in ev.series else "rescale" if "rescale" in ev.series else None
+    if kind is None:
+        return None
+    ser = ev.series[kind]
+    layer = pick_layer(kind, ser.symmetries)
+    idx = [j for j, s in enumerate(ser.symmetries) if s.layer == layer]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    weights = _checkpoint_weights(ev, ser.symmetries[idx[0]], 6)
+    if weights is not None:
+        left.plot(weights[0], weights[1], marker=".", lw=1)
+        left.set_title(f"individual parameters of {layer} (checkpoints)", fontsize=10)
+        left.set_ylabel("value")
+    else:
+        left.plot(np.arange(ev.T), ev.losses, lw=1, color="C3")
+        left.set_title("minibatch loss", fontsize=10)
+        left.set_ylabel("loss")
+    left.set_xlabel("step")
+    N = ser.measured[:, idx]
+    N0 = np.where(np.abs(N[0]) > 0, np.abs(N[0]), 1.0)
+    right.plot(ev.steps, N / N0, lw=1)
+    right.set_title(f"{kind} quantity per channel of {layer} (÷ |initial|)", fontsize=10)
+    right.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_figures(ev: Evaluation, out_dir: Path) -> list[Path]:
+    """Write every figure that applies to this run into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = [plot_conservation(ev, out_dir / "conservation.png"), plot_trajectories(ev, out_dir / "trajectories.png")]
+    return [p for p in made if p is not None]

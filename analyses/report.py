@@ -1,0 +1,105 @@
+"""Markdown + JSON report of an evaluated run (``report.md``, ``report.json`` and the figures).
+
+The Markdown is for a person deciding whether a run obeys the theory: one summary table per kind, a
+per-layer table, the optimizer the laws were evaluated for, the checkpoint cross-check, anything that
+limits the comparison (crash, divergence, unsupported optimizer), and how to reproduce it. The JSON holds
+the same numbers for programs (``Evaluation.to_json()`` plus the figure names).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from symmetry_engine.evaluate import Evaluation
+from symmetry_engine.runlog import write_json_atomic
+
+from .figures import write_figures
+
+_ERR_DOC = ("Errors are max over steps of |measured − predicted| divided by the max over steps of the group's "
+            "size (Σ|θ| over the slices for translation, Σ|θ|² over all slices for scale and rescale).")
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "n/a"
+        return f"{x:.2e}" if x != 0 else "0"
+    return str(x)
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+    return lines
+
+
+def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
+    """The text of report.md for ``ev`` (figures are linked by file name)."""
+    meta, opt = ev.meta, ev.optimizer
+    model = meta.get("model") or {}
+    lines = [f"# Run report: `{ev.run_dir}`", ""]
+    lines.append(f"{ev.T} optimizer steps{'' if meta.get('closed') else ' (run not closed)'}, "
+                 f"{sum(s['groups'] for s in ev.summary.values())} symmetry groups, dtype {meta.get('dtype')}, "
+                 f"device {meta.get('device')}" + (f", model `{model.get('spec')}`" if model.get("spec") else "") + ".")
+    lines.append("")
+    if ev.warnings or ev.prediction_errors:
+        lines += ["## Warnings", ""]
+        lines += [f"- {w}" for w in ev.warnings]
+        lines += [f"- prediction unavailable for {k}: {v}" for k, v in ev.prediction_errors.items()]
+        lines.append("")
+    lines += ["## Conservation laws per kind", "", _ERR_DOC, ""]
+    lines += _table(["kind", "groups", "exact max", "exact median", "continuous max", "continuous median"],
+                    [(k, s["groups"], s["exact"]["max"], s["exact"]["median"], s["continuous"]["max"],
+                      s["continuous"]["median"]) for k, s in ev.summary.items()])
+    lines += ["", "The exact law is the discrete-time law of the optimizer's update rule (float64 runs match it to "
+              "rounding); the continuous law is the paper's gradient-flow / modified-flow prediction.", ""]
+    lines += ["## Per layer", ""]
+    lines += _table(["kind", "layer", "groups", "exact max", "exact median", "continuous max", "continuous median"],
+                    [(r["kind"], f"`{r['layer']}`", r["groups"], r["exact"]["max"], r["exact"]["median"],
+                      r["continuous"]["max"], r["continuous"]["median"]) for r in ev.layers])
+    lines += ["", "## Optimizer", ""]
+    lines += _table(["rule", "lr (initial)", "momentum", "dampening", "nesterov", "weight decay", "decoupled"],
+                    [(opt.get("rule"), opt.get("lr"), opt.get("momentum"), opt.get("dampening"), opt.get("nesterov"),
+                      opt.get("weight_decay"), opt.get("decoupled_weight_decay"))])
+    if len(ev.lrs):
+        lines += ["", f"Learning rate over the run: {float(ev.lrs.min()):.4g} … {float(ev.lrs.max()):.4g} "
+                      "(the recorded per-step values are used)."]
+    lines += ["", "## Checkpoint cross-check", ""]
+    if ev.checkpoints:
+        lines += ["Quantities recomputed from each checkpoint's weights against the log at that step "
+                  "(max relative error over groups).", ""]
+        kinds = list(ev.summary)
+        lines += _table(["checkpoint", "step"] + kinds + ["note"],
+                        [(f"`{Path(c.path).name}`", c.step, *[c.errors.get(k) for k in kinds], c.note or "")
+                         for c in ev.checkpoints])
+    else:
+        lines.append("No checkpoints (`checkpoints/step_*.pt`) in the run directory.")
+    if figures:
+        lines += ["", "## Figures", ""]
+        for f in figures:
+            lines += [f"![{f.stem}]({f.name})", ""]
+    lines += ["", "## Re-run", "", "```sh", f"nmech evaluate {ev.run_dir}", "```", "", "or in Python:", "",
+              "```python", "from symmetry_engine.evaluate import evaluate_run",
+              "from analyses.report import write_report", f"ev = evaluate_run({str(ev.run_dir)!r})",
+              f"write_report(ev, {str(Path(ev.run_dir) / 'report')!r})", "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(evaluation: Evaluation, out_dir: str | Path) -> Path:
+    """Write report.md, report.json and the figures into ``out_dir``; returns the path of report.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(evaluation, out)
+    data = evaluation.to_json()
+    data["figures"] = [f.name for f in figures]
+    write_json_atomic(out / "report.json", data)
+    md = out / "report.md"
+    md.write_text(render_markdown(evaluation, figures))
+    return md
+
+
+__all__ = ["write_report", "render_markdown"]

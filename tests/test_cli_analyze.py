@@ -1,0 +1,77 @@
+"""`nmech analyze` as outside programs use it: JSON actions applied with plain numpy leave the loss unchanged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+NMECH = [sys.executable, "-m", "analyses.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*NMECH, *args], capture_output=True, text=True, timeout=300)
+
+
+def _mlp_loss(state: dict, x: np.ndarray, y: np.ndarray) -> float:
+    """Forward of model_zoo's `mlp` written in numpy from the JSON's parameter names (Linear → ReLU ...)."""
+    layers = sorted({k.rsplit(".", 1)[0] for k in state}, key=lambda n: [int(p) if p.isdigit() else p for p in n.split(".")])
+    h = x
+    for i, name in enumerate(layers):
+        h = h @ state[name + ".weight"].T + state[name + ".bias"]
+        if i < len(layers) - 1:
+            h = np.maximum(h, 0)
+    z = h - h.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def test_json_actions_apply_without_the_package() -> None:
+    import torch
+
+    from model_zoo import build_model
+
+    out = run("analyze", "mlp", "--input-shape", "12", "--num-classes", "5", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    model, _ = build_model("mlp", num_classes=5, input_shape=(12,))
+    state = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
+    assert {k: list(v.shape) for k, v in state.items()} == data["parameters"]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 12)), rng.integers(0, 5, 16)
+    base = _mlp_loss(state, x, y)
+    assert data["counts"]["translation"] > 0 and data["counts"]["rescale"] > 0
+    for sym in data["symmetries"]:
+        alpha = rng.uniform(0.5, 2.0)
+        new = {k: v.copy() for k, v in state.items()}
+        for m in sym["members"]:
+            t = new[m["param"]]
+            sel = (Ellipsis,) if m["axis"] is None else tuple(m["indices"] if a == m["axis"] else slice(None) for a in range(t.ndim))
+            if sym["kind"] == "translation":
+                t[sel] += alpha * m["sign"]
+            else:
+                t[sel] *= alpha ** m["sign"]
+        assert abs(_mlp_loss(new, x, y) - base) <= 1e-10 * abs(base)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("analyze", "not_a_model"), "unknown model spec"),
+    (("analyze", "vgg16", "--input-shape", "3,7,7", "--width", "0.0625"), "does not accept an input of shape"),
+    (("analyze", "mlp", "--input-shape", "x"), "input shape"),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(args, needle) -> None:
+    out = run(*args)
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
+def test_certify_reports_all_certified_for_vgg16_bn() -> None:
+    out = run("analyze", "vgg16_bn", "--width", "0.0625", "--certify", "--certify-batch", "4")
+    assert out.returncode == 0, out.stderr
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("certified:")][0]
+    done, total = line.split()[1].split("/")
+    assert done == total and int(total) > 0
