@@ -1,0 +1,224 @@
+"""Numeric laws over recorded per-group statistics (numpy/scipy), built from the symbolic engine.
+
+* :func:`predict_exact` — the exact discrete law (theory.md §5) compiled by the engine, run as a
+  free-running forecast from the first record using only the statistics the law needs.
+* :func:`predict_continuous` — the paper's continuous dynamics (theory.md §4), with the ODE
+  coefficients (decay, drive, γ, ω²) taken from the engine's projected modified flow.
+
+Learning-rate schedules.  Exact laws use η_n per step (the engine derives them for any schedule).
+Continuous laws use the time t_n = Σ_{k<n} h_k with h_k = η_k (plain SGD) or η_k(1 − d) (momentum);
+the first-order law is a per-step recurrence with the local η_k; the oscillator's coefficients
+γ(η), ω²(η) are frozen on each maximal run of constant η and the state (x, dx/dt) is carried across
+the boundaries (exact for piecewise-constant schedules, a frozen-coefficient approximation for
+smooth ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+import sympy as sp
+
+from .symbolic import RuleSpec, compiled_recurrence, derive_laws
+from .symbolic.modified import H_STEP
+from .symbolic.optimizers import BETA, DAMP, LAM
+
+KINDS = ("translation", "scale", "rescale")
+
+
+class LawUnavailable(ValueError):
+    """No law of the requested kind exists for this optimizer (e.g. Adam, or Nesterov continuous)."""
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer a run used (run.json ``optimizer``)."""
+
+    rule: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decoupled_weight_decay: bool = False
+
+    def rule_spec(self) -> RuleSpec:
+        """The structure the engine derives laws for (momentum > 0 means a buffer exists)."""
+        if self.rule == "sgd" and self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        return RuleSpec(self.rule, self.momentum > 0, self.nesterov, self.decoupled_weight_decay)
+
+    def params(self) -> dict[str, float]:
+        return {"lambda": float(self.weight_decay), "beta": float(self.momentum), "d": float(self.dampening)}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "OptimizerConfig":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def quantity_column(kind: str) -> str:
+    """The run-log column holding the conserved quantity: ``s`` (translation) or ``N``."""
+    _check_kind(kind)
+    return "s" if kind == "translation" else "N"
+
+
+def scale_column(kind: str) -> str:
+    """The unsigned magnitude column used to normalize errors: ``A`` (translation) or ``M``."""
+    _check_kind(kind)
+    return "A" if kind == "translation" else "M"
+
+
+def required_columns(kind: str, opt: OptimizerConfig) -> tuple[str, ...]:
+    """Run-log columns the exact law reads (besides η), as derived by the engine."""
+    laws = derive_laws(kind, opt.rule_spec())
+    return tuple(c for c in laws.required_statistics if c != "eta")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown symmetry kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _prepare(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray) -> tuple[np.ndarray, int]:
+    _check_kind(kind)
+    lrs = np.asarray(lrs, dtype=np.float64).reshape(-1)
+    col = quantity_column(kind)
+    if col not in stats:
+        raise KeyError(f"stats lack the {col!r} column")
+    x = np.asarray(stats[col])
+    if x.ndim != 2 or x.shape[0] < lrs.shape[0] + 1:
+        raise ValueError(f"stats[{col!r}] must be [T+1, G] with T = len(lrs) = {lrs.shape[0]}")
+    return lrs, x.shape[1]
+
+
+def predict_exact(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
+                  opt: OptimizerConfig) -> np.ndarray:
+    """Exact discrete law, free-running from row 0: [T+1, G] predicted ``s`` or ``N``."""
+    lrs, G = _prepare(kind, stats, lrs)
+    spec = opt.rule_spec()
+    if not spec.closed:
+        raise LawUnavailable(f"{spec.describe()}: no closed exact law; only N_(n+1) = N_n + 2U_n + D_n holds")
+    comp = compiled_recurrence(kind, spec)
+    T = lrs.shape[0]
+    x0 = np.asarray(stats[quantity_column(kind)], dtype=np.float64)[0]
+    init = np.zeros((len(comp.states), G))
+    init[0] = x0
+    missing = [c for c in comp.inputs if c not in stats]
+    if missing:
+        raise KeyError(f"stats lack columns {missing} needed by the exact {kind} law")
+    inputs = {c: np.asarray(stats[c], dtype=np.float64)[:T] for c in comp.inputs}
+    return comp.run(init, inputs, lrs, opt.params())
+
+
+@lru_cache(maxsize=None)
+def _continuous_coeffs(kind: str, spec: RuleSpec):
+    """lambdified ODE coefficients of the engine's continuous law for (kind, rule)."""
+    law = derive_laws(kind, spec).continuous
+    if not law.closed:
+        raise LawUnavailable(f"{spec.describe()}: {law.reason}")
+    args = (H_STEP, LAM, BETA, DAMP)
+    if law.order == 1:
+        return 1, sp.lambdify(args, law.decay), sp.lambdify(args, law.drive_coeff)
+    K = sp.Symbol("K")
+    drive_per_k = sp.expand(law.drive).coeff(K)  # drive = c·|θ'|², |θ'|² ≈ D_n / h²
+    return 2, sp.lambdify(args, law.gamma), sp.lambdify(args, law.omega2), sp.lambdify(args, drive_per_k)
+
+
+def _first_order(x0: np.ndarray, lrs: np.ndarray, F: np.ndarray | None, decay, drive, p) -> np.ndarray:
+    """x' = −a x + b F with F piecewise constant per step: exact per-step update, no growth."""
+    T = lrs.shape[0]
+    out = np.empty((T + 1, x0.shape[0]))
+    out[0] = x = x0
+    for n in range(T):
+        h = float(lrs[n])
+        a = float(decay(h, *p))
+        phi = -np.expm1(-a * h) / a if a != 0 else h       # ∫_0^h e^{−a s} ds
+        x = np.exp(-a * h) * x
+        if F is not None:
+            x = x + float(drive(h, *p)) * F[n] * phi
+        out[n + 1] = x
+    return out
+
+
+def _zoh(gamma: float, omega2: float, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact zero-order-hold discretization of x'' + 2γx' + ω²x = f over one step h."""
+    import scipy.linalg  # lazy: keeps `nmech laws` (which never integrates) fast to start
+
+    M = np.zeros((3, 3))
+    M[0, 1], M[1, 0], M[1, 1], M[1, 2] = 1.0, -omega2, -2.0 * gamma, 1.0
+    E = scipy.linalg.expm(M * h)
+    return E[:2, :2], E[:2, 2]
+
+
+def _oscillator_segment(z: np.ndarray, f: np.ndarray, Phi: np.ndarray, Gam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """States z=(x, x') [2, G], inputs f [L, G] → x at steps 1..L and the final state.
+
+    Long segments use ``lfilter`` on the second-order difference equation implied by Cayley–Hamilton
+    (poles e^{α±h}, |·| ≤ 1: nothing grows, float32 inputs are safe); short ones a direct loop.
+    """
+    import scipy.signal
+
+    L = f.shape[0]
+    if L < 64:
+        xs = np.empty_like(f, dtype=np.float64)
+        for n in range(L):
+            z = Phi @ z + np.outer(Gam, f[n])
+            xs[n] = z[0]
+        return xs, z
+    tau, delta = np.trace(Phi), np.linalg.det(Phi)
+    a = np.array([1.0, -tau, delta])
+    f_ext = np.concatenate([np.asarray(f, dtype=np.float64), np.zeros((1, f.shape[1]))])
+    imp = np.zeros(L + 1)
+    imp[0] = 1.0
+    ys = []
+    for C in (np.array([1.0, 0.0]), np.array([0.0, 1.0])):
+        b_forced = np.array([0.0, C @ Gam, C @ (Phi - tau * np.eye(2)) @ Gam])
+        forced = scipy.signal.lfilter(b_forced, a, f_ext, axis=0)
+        free = np.zeros((L + 1, z.shape[1]))
+        for j in range(2):  # response to the unit initial state e_j
+            y0, y1 = C[j], (C @ Phi)[j]
+            free += np.outer(scipy.signal.lfilter([y0, y1 - tau * y0], a, imp), z[j])
+        ys.append(forced + free)
+    return ys[0][1:], np.stack([ys[0][L], ys[1][L]])
+
+
+def predict_continuous(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
+                       opt: OptimizerConfig) -> np.ndarray:
+    """The paper's continuous dynamics (theory.md §4), [T+1, G]; see the module doc for schedules."""
+    lrs, G = _prepare(kind, stats, lrs)
+    spec = opt.rule_spec()
+    if not spec.closed:
+        raise LawUnavailable(f"{spec.describe()}: the update is not linear in the gradient; no continuous law")
+    coeffs = _continuous_coeffs(kind, spec)
+    p = (opt.weight_decay, opt.momentum, opt.dampening)
+    T = lrs.shape[0]
+    x0 = np.asarray(stats[quantity_column(kind)], dtype=np.float64)[0]
+    quadratic = kind != "translation"
+    if coeffs[0] == 1:
+        F = np.asarray(stats["G"], dtype=np.float64)[:T] if quadratic else None
+        return _first_order(x0, lrs, F, coeffs[1], coeffs[2], p)
+    _, gam_f, om_f, drive_f = coeffs
+    hs = lrs * (1.0 - opt.dampening)
+    D = np.asarray(stats["D"], dtype=np.float64)[:T] if quadratic else np.zeros((T, G))
+    out = np.empty((T + 1, G))
+    out[0] = x0
+    z = np.stack([x0, np.zeros(G)])
+    start = 0
+    while start < T:
+        stop = start + 1
+        while stop < T and hs[stop] == hs[start]:
+            stop += 1
+        h = float(hs[start])
+        Phi, Gam = _zoh(float(gam_f(h, *p)), float(om_f(h, *p)), h)
+        f = float(drive_f(h, *p)) * D[start:stop] / h**2
+        xs, z = _oscillator_segment(z, f, Phi, Gam)
+        out[start + 1:stop + 1] = xs
+        start = stop
+    return out

@@ -1,0 +1,23 @@
+"""The symbolic engine (sympy + numpy only; it never imports torch).
+
+Public entry points:
+
+* :func:`derive_family` — generator, gradient/Hessian constraints, Theorem 1, conserved quantity;
+* :func:`derive_laws` — everything for a (family, optimizer rule) pair, cached per structure;
+* :func:`compiled_recurrence` — the exact law as a vectorized numeric forecast;
+* :class:`RuleSpec` — the structure of an optimizer rule (momentum, Nesterov, decoupled decay).
+"""
+
+from .algebra import BilinearForm, LinearForm, Vec
+from .discrete import Recurrence, bookkeeping_identity, derive_recurrence
+from .families import FAMILIES, FamilyDerivation, derive_family
+from .laws import CompiledRecurrence, LawSet, compiled_recurrence, derive_laws
+from .modified import ContinuousLaw, ModifiedFlow, continuous_law, modified_flow, multistep_relation
+from .optimizers import RuleSpec, sgd_step
+
+__all__ = [
+    "BilinearForm", "LinearForm", "Vec", "Recurrence", "bookkeeping_identity", "derive_recurrence",
+    "FAMILIES", "FamilyDerivation", "derive_family", "CompiledRecurrence", "LawSet",
+    "compiled_recurrence", "derive_laws", "ContinuousLaw", "ModifiedFlow", "continuous_law",
+    "modified_flow", "multistep_relation", "RuleSpec", "sgd_step",
+]

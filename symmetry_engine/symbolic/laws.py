@@ -1,0 +1,208 @@
+"""Law objects: everything the engine derives for one (symmetry family, optimizer rule) pair.
+
+Derivations are cached per structure (family, rule key): numeric hyper-parameters stay symbols,
+so one derivation serves every learning rate, momentum and weight decay.  The exact recurrence is
+compiled with ``lambdify`` into an affine map x_{n+1} = A_n x_n + b_n whose coefficients are
+evaluated for all steps at once (vectorized over steps and groups), leaving only a tiny k×k
+product per step in the forecast loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Mapping
+
+import numpy as np
+import sympy as sp
+
+from .algebra import linear_coefficients
+from .discrete import Recurrence, at_zero, bookkeeping_identity, derive_recurrence, latex, sym
+from .families import FAMILIES, FamilyDerivation, derive_family
+from .modified import ContinuousLaw, ModifiedFlow, continuous_law, modified_flow
+from .optimizers import BETA, DAMP, ETA, LAM, RuleSpec, adam_update_latex
+
+PARAM_NAMES = ("lambda", "beta", "d")
+
+
+@dataclass(frozen=True)
+class LawSet:
+    """Generator, constraints, conserved quantity, exact and continuous laws for one pair."""
+
+    kind: str
+    spec: RuleSpec
+    family: FamilyDerivation
+    exact: Recurrence | None
+    bookkeeping: dict | None
+    flow: ModifiedFlow | None
+    continuous: ContinuousLaw
+
+    @property
+    def quantity(self) -> str:
+        return "N" if self.family.quadratic else "s"
+
+    @property
+    def required_statistics(self) -> tuple[str, ...]:
+        """Per-step, per-group statistics a tracker must record (η_n is always needed)."""
+        if self.exact is None:
+            return ("N", "D", "eta")
+        return (self.quantity,) + self.exact.inputs + ("eta",)
+
+    def latex(self) -> dict[str, str]:
+        """LaTeX strings for reports, keyed by section."""
+        fam = self.family
+        grad, hess = fam.constraint_latex()
+        out = {
+            "generator": rf"\xi(\theta) = {fam.generator_latex}",
+            "gradient_constraint": grad,
+            "hessian_constraint": hess,
+            "theorem1": r"\langle \theta, (\partial_\theta \xi) g \rangle = 0"
+                        + (r" \text{ (checked)}" if fam.theorem1_holds else r" \text{ (fails)}"),
+            "conserved_quantity": fam.quantity_latex,
+        }
+        if self.exact is None:
+            out["exact_law"] = sp.latex(self.bookkeeping["identity"]) + r"\quad \text{(no closed law)}"
+            out["optimizer"] = adam_update_latex()
+        else:
+            rec = self.exact
+            lines = [latex(sp.Eq(sym(s, 1), e)) for s, e in rec.step.items()]
+            for key in ("identity", "U_first", "U", "law", "buffer_first", "buffer", "law_u",
+                        "second_order", "discriminant"):
+                if key in rec.closed_forms:
+                    lines.append(latex(rec.closed_forms[key]))
+            out["exact_law"] = r" \\ ".join(dict.fromkeys(lines))
+            out["exact_first_step"] = r" \\ ".join(
+                latex(sp.Eq(sp.Symbol(f"{s}_1"), at_zero(e))) for s, e in rec.first.items())
+        if self.flow is not None:
+            f = self.flow
+            par = lambda e: r"\left(" + sp.latex(e) + r"\right)"  # noqa: E731
+            out["modified_flow"] = par(f.m) + r"\theta'' + " + par(f.c) + r"\theta' = -g - " \
+                + par(f.k) + r"\theta" + ("" if f.nu == 0 else " - " + par(f.nu) + r"H\theta'")
+            out["modified_loss"] = r"\tilde L = L + " + sp.latex(f.modified_loss_coeff) + r"\,|\nabla L|^2"
+            out["time"] = r"t = h n,\; h = " + (r"\eta (1-d)" if self.spec.momentum else r"\eta")
+        c = self.continuous
+        if c.closed:
+            out["continuous_ode"] = sp.latex(c.ode)
+            out["continuous_solution"] = sp.latex(c.solution)
+            if c.order == 2:
+                out["gamma"] = r"\gamma = " + sp.latex(c.gamma)
+                out["omega2"] = r"\omega^2 = " + sp.latex(c.omega2)
+                out["kernels"] = r" \\ ".join(
+                    rf"\text{{{name}}}: K = {sp.latex(k['K'])},\; G = {sp.latex(k['G'])}"
+                    for name, k in c.regimes.items())
+        else:
+            out["continuous_ode"] = r"\text{not closed: }" + c.reason.replace("_", r"\_")
+        out["required_statistics"] = ", ".join(self.required_statistics)
+        return out
+
+    def text(self) -> dict[str, str]:
+        """Plain-text (sympy ``str``) forms of the same sections."""
+        fam = self.family
+        out = {"generator": f"xi = {fam.generator_latex}", "quantity": fam.quantity_latex,
+               "gradient_constraint": fam.constraint_latex()[0], "hessian_constraint": fam.constraint_latex()[1],
+               "theorem1": f"<theta, (d xi) g> = {fam.theorem1_condition} using the gradient constraint",
+               "conserved": str(fam.conserved)}
+        if self.exact is not None:
+            out["exact_law"] = "; ".join(f"{sym(s, 1)} = {e}" for s, e in self.exact.step.items())
+            out["exact_first_step"] = "; ".join(f"{s}_1 = {at_zero(e)}" for s, e in self.exact.first.items())
+            for key, eq in self.exact.closed_forms.items():
+                out[f"closed_{key}"] = f"{eq.lhs} = {eq.rhs}"
+        else:
+            out["exact_law"] = f"{self.bookkeeping['identity'].lhs} = {self.bookkeeping['identity'].rhs}"
+            out["breaking_terms"] = "; ".join(f"{k}: {v}" for k, v in self.bookkeeping["breaking_terms"].items())
+        if self.flow is not None:
+            f = self.flow
+            out["modified_flow"] = f"({f.m}) theta'' + ({f.c}) theta' = -g - ({f.k}) theta" + (
+                "" if f.nu == 0 else f" - ({f.nu}) H theta'")
+            out["modified_loss"] = f"L~ = L + ({f.modified_loss_coeff}) |grad L|^2"
+        c = self.continuous
+        out["continuous"] = (f"{c.ode.lhs} = {c.ode.rhs}; {c.solution.lhs} = {c.solution.rhs}" if c.closed
+                             else f"not closed: {c.reason}")
+        if c.closed and c.order == 2:
+            out["gamma"], out["omega2"] = str(c.gamma), str(c.omega2)
+        return out
+
+
+@lru_cache(maxsize=None)
+def derive_laws(kind: str, spec: RuleSpec) -> LawSet:
+    """Derive (once per process) all laws for a symmetry family under an optimizer rule."""
+    if kind not in FAMILIES:
+        raise ValueError(f"unknown symmetry kind {kind!r}; known: {', '.join(FAMILIES)}")
+    fam = derive_family(kind)
+    if not spec.closed:
+        return LawSet(kind, spec, fam, None, bookkeeping_identity(), None,
+                      continuous_law(fam.quadratic, spec))
+    return LawSet(kind, spec, fam, derive_recurrence(fam.quadratic, spec), None, modified_flow(spec),
+                  continuous_law(fam.quadratic, spec))
+
+
+@dataclass(frozen=True)
+class CompiledRecurrence:
+    """The exact law as numeric functions: x_{n+1} = A(η_n) x_n + b(inputs_n, η_n)."""
+
+    states: tuple[str, ...]
+    inputs: tuple[str, ...]
+    zero_states: tuple[str, ...]
+    matrices: tuple[Callable, Callable]   # (first, step): (eta, lambda, beta, d) -> nested list k×k
+    offsets: tuple[Callable, Callable]    # (first, step): (*inputs, eta, lambda, beta, d) -> list k
+
+    def run(self, initial: np.ndarray, inputs: Mapping[str, np.ndarray], lrs: np.ndarray,
+            params: Mapping[str, float]) -> np.ndarray:
+        """Free-running forecast: states [k, G] at step 0 → quantity [T+1, G]."""
+        lrs = np.asarray(lrs, dtype=np.float64)
+        T = lrs.shape[0]
+        x = np.array(initial, dtype=np.float64)
+        G = x.shape[1]
+        k = len(self.states)
+        p = [float(params[n]) for n in PARAM_NAMES]
+        out = np.empty((T + 1, G))
+        out[0] = x[0]
+        if T == 0:
+            return out
+        eta = lrs[:, None]
+        ins = [np.asarray(inputs[name], dtype=np.float64)[:T] for name in self.inputs]
+        A = np.empty((T, k, k))
+        b = np.empty((T, k, G))
+        for which, sl in ((0, slice(0, 1)), (1, slice(1, T))):
+            if sl.start >= T:
+                continue
+            mat = self.matrices[which](eta[sl], *p)
+            off = self.offsets[which](*[v[sl] for v in ins], eta[sl], *p)
+            n = sl.stop - sl.start
+            for i in range(k):
+                b[sl, i, :] = np.broadcast_to(off[i], (n, G))
+                for j in range(k):
+                    A[sl, i, j] = np.broadcast_to(mat[i][j], (n, 1))[:, 0]
+        for n in range(T):
+            x = A[n] @ x + b[n]
+            out[n + 1] = x[0]
+        return out
+
+
+def _affine_parts(rec: Recurrence, exprs: Mapping[str, sp.Expr]) -> tuple[sp.Matrix, list[sp.Expr]]:
+    states = [sym(s) for s in rec.states]
+    rows, offs = [], []
+    for s in rec.states:
+        coeffs, rest = linear_coefficients(exprs[s], states)
+        rows.append([coeffs[v] for v in states])
+        offs.append(rest)
+    return sp.Matrix(rows), offs
+
+
+@lru_cache(maxsize=None)
+def compiled_recurrence(kind: str, spec: RuleSpec) -> CompiledRecurrence:
+    """lambdify the exact law of (kind, rule) once per process."""
+    laws = derive_laws(kind, spec)
+    if laws.exact is None:
+        raise ValueError(f"{spec.describe()}: no closed exact law")
+    rec = laws.exact
+    params = (ETA, LAM, BETA, DAMP)
+    ins = [sym(i) for i in rec.inputs]
+    mats, offs = [], []
+    for exprs in (rec.first, rec.step):
+        A, b = _affine_parts(rec, exprs)
+        if A.free_symbols - set(params):
+            raise ValueError("the law's state matrix depends on statistics; it is not affine")
+        mats.append(sp.lambdify(params, A.tolist(), modules="numpy"))
+        offs.append(sp.lambdify(ins + list(params), b, modules="numpy"))
+    return CompiledRecurrence(rec.states, rec.inputs, rec.zero_states, tuple(mats), tuple(offs))
