@@ -1,0 +1,102 @@
+"""Issue-2 acceptance on a real small VGG-16 (±BN): a user's own loop with the tracker, then evaluation.
+
+float64 runs: the exact discrete laws match the measured quantities to ≤ 1e-9 relative for every group
+(rescale errors normalized by |θ_A1|² + |θ_A2|²); float32 runs: ≤ 1e-4. The continuous predictions'
+errors are computed and reported, and must be finite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import symmetry_engine as nm
+from model_zoo.specs import build_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _train(tmp_path, spec: str, dtype: torch.dtype, steps: int = 30, nesterov: bool = False):
+    torch.manual_seed(0)
+    model, _ = build_model(spec, num_classes=10, input_shape=(3, 32, 32), width=1 / 16)
+    model = model.to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, dampening=0.1 if not nesterov else 0.0,
+                          weight_decay=5e-4, nesterov=nesterov)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5)
+    x = torch.randn(64, 3, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(2))
+    run = tmp_path / f"{spec}-{str(dtype).split('.')[-1]}"
+    tracker = nm.track(model, opt, run, example_inputs=x[:2])          # the two added lines ...
+    for step in range(steps):
+        idx = torch.arange(step * 16, step * 16 + 16) % 64
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        tracker.record_loss(loss)
+        opt.step()
+        sched.step()
+    tracker.close()                                                     # ... and this one
+    return run
+
+
+@pytest.mark.parametrize("spec", ["vgg16", "vgg16_bn"])
+def test_exact_laws_hold_to_1e9_in_float64(tmp_path, spec: str) -> None:
+    ev = nm.evaluate_run(_train(tmp_path, spec, torch.float64))
+    kinds = {"vgg16": {"translation", "rescale"}, "vgg16_bn": {"translation", "scale", "rescale"}}[spec]
+    assert set(ev.summary) == kinds
+    worst = max(g.err_exact for g in ev.groups)
+    assert worst <= 1e-9, worst
+    cont = [g.err_continuous for g in ev.groups]
+    assert all(c == c and c < 1.0 for c in cont)          # reported, finite, and not nonsense
+    assert max(cont) > worst                               # the continuous model has real modelling error
+
+
+@pytest.mark.parametrize("spec", ["vgg16_bn"])
+def test_exact_laws_hold_to_1e4_in_float32(tmp_path, spec: str) -> None:
+    ev = nm.evaluate_run(_train(tmp_path, spec, torch.float32))
+    assert max(g.err_exact for g in ev.groups) <= 1e-4
+
+
+def test_cli_evaluate_and_report_on_a_run(tmp_path) -> None:
+    run = _train(tmp_path, "vgg16_bn", torch.float64, steps=12)
+    cli = [sys.executable, "-m", "analyses.cli"]
+    out = subprocess.run([*cli, "evaluate", str(run)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "scale" in out.stdout and "rescale" in out.stdout
+    out = subprocess.run([*cli, "report", str(run)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = run / "report" / "report.md"
+    assert report.stat().st_size > 500 and (run / "report" / "conservation.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("make_bad,needle", [
+    (lambda p: None, "run"),                                             # missing directory
+    (lambda p: (p.mkdir(), (p / "run.json").write_text("{not json")), "run.json"),   # corrupt meta
+])
+def test_cli_bad_run_dir_one_line(tmp_path, make_bad, needle: str) -> None:
+    bad = tmp_path / "bad"
+    make_bad(bad)
+    out = subprocess.run([sys.executable, "-m", "analyses.cli", "evaluate", str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
+def test_corrupt_stats_do_not_destroy_data(tmp_path) -> None:
+    run = _train(tmp_path, "vgg16", torch.float64, steps=5)
+    stats = run / "stats.bin"
+    data = stats.read_bytes()
+    stats.write_bytes(data[:-13])                      # a torn last record
+    out = subprocess.run([sys.executable, "-m", "analyses.cli", "evaluate", str(run)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "warning" in out.stdout
+    assert stats.read_bytes() == data[:-13]             # the reader never rewrites the log
