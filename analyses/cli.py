@@ -19,6 +19,13 @@ class CliError(Exception):
     """Bad input reported in one line."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (the contract for bad input), with a pointer to --help."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
@@ -76,53 +83,70 @@ def _optimizer_config(args: argparse.Namespace):
 
 
 # -- analyze ------------------------------------------------------------------------------------------
-def cmd_analyze(args: argparse.Namespace) -> int:
+def cached_analysis(args: argparse.Namespace, certify: bool) -> dict[str, Any]:
+    """The analysis JSON of the named model, from the on-disk cache when the spec allows it."""
+    from analyses import analysis_cache
+
+    options = {"input_shape": args.input_shape, "loss": args.loss, "num_classes": args.num_classes,
+               "width": args.width, "model_arg": sorted(args.model_arg), "certify": certify,
+               "certify_batch": getattr(args, "certify_batch", None), "certify_samples": getattr(args, "certify_samples", None)}
+    key = None if getattr(args, "no_cache", False) else analysis_cache.cache_key(args.model, options)
+    data = analysis_cache.load(key)
+    if data is not None:
+        return data
     from symmetry_engine.analyze import analyze
 
-    model, info, example = load_model(args)
-    result = analyze(model, example, loss=args.loss, certify_symmetries=args.certify,
-                     batch_size=args.certify_batch, samples=args.certify_samples)
+    model, _, example = load_model(args)
+    result = analyze(model, example, loss=args.loss, certify_symmetries=certify,
+                     batch_size=getattr(args, "certify_batch", 8), samples=getattr(args, "certify_samples", 16))
+    data = result.to_json()
+    data["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}
+    analysis_cache.store(key, data)
+    return data
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    data = cached_analysis(args, certify=args.certify)
     if args.json:
-        out = result.to_json()
-        out["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}
-        json.dump(out, sys.stdout, indent=None if args.compact else 1)
+        json.dump(data, sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")
     else:
-        print(format_analysis(args.model, tuple(example.shape[1:]), result))
-    if args.certify and not result.all_certified:
+        print(format_analysis(data))
+    if args.certify and not data["certification"]["all_certified"]:
         return 1
     return 0
 
 
-def format_analysis(spec: str, shape: tuple[int, ...], result) -> str:
-    lines = [f"{spec}  input {','.join(map(str, shape))}  loss {result.loss}  (captured with {result.capture_method})",
-             "symmetries: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())]
-    per_layer: dict[tuple[str, str], int] = {}
-    for s in result.symmetries:
-        per_layer[(s.kind, s.layer)] = per_layer.get((s.kind, s.layer), 0) + 1
+def format_analysis(data: dict[str, Any]) -> str:
+    """Human-readable summary of an analysis JSON (one line per kind and layer)."""
+    model = data.get("model", {})
+    lines = [f"{model.get('spec')}  input {','.join(map(str, model.get('input_shape', [])))}  loss {data['loss']}  "
+             f"(captured with {data['capture']})",
+             "symmetries: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items())]
+    per_layer: dict[tuple[str, str], list[dict]] = {}
+    for s in data["symmetries"]:
+        per_layer.setdefault((s["kind"], s["layer"]), []).append(s)
     lines.append(f"{'kind':<12} {'layer':<32} groups  example members")
-    seen: set[tuple[str, str]] = set()
-    for s in result.symmetries:
-        if (s.kind, s.layer) in seen:
-            continue
-        seen.add((s.kind, s.layer))
-        ex = "; ".join(f"{'+' if m.sign > 0 else '-'}{m.param}{'' if m.axis is None else f'[ax{m.axis}:{_idx(m.indices)}]'}"
-                       for m in s.members)
-        lines.append(f"{s.kind:<12} {s.layer:<32} {per_layer[(s.kind, s.layer)]:>6}  {ex}")
-    if result.unknown_ops:
-        lines.append("unknown ops (blocking): " + ", ".join(result.unknown_ops))
-    for w in result.warnings:
+    for (kind, layer), syms in per_layer.items():
+        ex = "; ".join(f"{'+' if m['sign'] > 0 else '-'}{m['param']}"
+                       + ("" if m["axis"] is None else f"[ax{m['axis']}:{_idx(tuple(m['indices']))}]")
+                       for m in syms[0]["members"])
+        lines.append(f"{kind:<12} {layer:<32} {len(syms):>6}  {ex}")
+    if data["unknown_ops"]:
+        lines.append("unknown ops (blocking): " + ", ".join(data["unknown_ops"]))
+    for w in data["warnings"]:
         lines.append("warning: " + w)
-    if result.certificates is not None:
-        certs = result.certificates
-        bad = [c for c in certs if not c.certified]
-        lines.append(f"certified: {len(certs) - len(bad)}/{len(certs)}  "
-                     f"(max |<g,xi>|/(|g||xi|) = {max((c.grad_rel for c in certs), default=0):.1e}, "
-                     f"max joint loss change = {max((c.loss_rel_joint for c in certs), default=0):.1e}; "
-                     f"at the model's eps={result.norm_eps:g}: max gradient breaking "
-                     f"{max((c.eps_grad_rel for c in certs), default=0):.1e})")
+    cert = data.get("certification")
+    if cert is not None:
+        res = cert["results"]
+        bad = [c for c in res if not c["certified"]]
+        top = lambda key: max((c[key] for c in res), default=0.0)  # noqa: E731
+        lines.append(f"certified: {len(res) - len(bad)}/{len(res)}  (max |<g,xi>|/(|g||xi|) = {top('grad_rel'):.1e}, "
+                     f"max joint loss change = {top('loss_rel_joint'):.1e}; at the model's eps="
+                     f"{data['normalizer_eps']:g}: max gradient breaking {top('eps_grad_rel'):.1e})")
         for c in bad[:20]:
-            lines.append(f"  NOT certified: {c.key} grad {c.grad_rel:.1e} loss {c.loss_rel_single or c.loss_rel_joint:.1e}")
+            lines.append(f"  NOT certified: {c['key']} grad {c['grad_rel']:.1e} "
+                         f"loss {c['loss_rel_single'] or c['loss_rel_joint']:.1e}")
     return "\n".join(lines)
 
 
@@ -138,11 +162,11 @@ def cmd_laws(args: argparse.Namespace) -> int:
 
     if args.kinds:
         kinds = [k for k in args.kinds.split(",") if k]
+        unknown = set(kinds) - {"translation", "scale", "rescale"}
+        if unknown:
+            raise CliError(f"unknown symmetry kind(s) {', '.join(sorted(unknown))}; use translation, scale, rescale")
     else:
-        from symmetry_engine.analyze import analyze
-
-        model, _, example = load_model(args)
-        counts = analyze(model, example, loss=args.loss).counts
+        counts = cached_analysis(args, certify=False)["counts"]
         kinds = [k for k, n in counts.items() if n]
     fmt = "json" if args.json else "latex" if args.latex else "text"
     print(render_laws(kinds, _optimizer_config(args), fmt))
@@ -171,8 +195,8 @@ def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser; the training options (which import the model zoo) only when ``train`` is asked for."""
-    parser = argparse.ArgumentParser(prog="nmech", description="Symmetries and conservation laws of neural-network training.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = OneLineParser(prog="nmech", description="Symmetries and conservation laws of neural-network training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("analyze", help="list a model's symmetries with exact parameter slices")
     add_model_arguments(p)
@@ -181,12 +205,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--certify-samples", type=int, default=16, help="groups per kind also checked one by one")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema: docs/json_schema.md)")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
+    p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("laws", help="print the conservation laws of a model's symmetries under an optimizer")
     add_model_arguments(p)
     add_optimizer_arguments(p)
     p.add_argument("--kinds", default="", help="skip the analysis: comma-separated kinds (translation,scale,rescale)")
+    p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--latex", action="store_true")
     fmt.add_argument("--json", action="store_true")
@@ -227,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nmech: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: not an error of ours
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
         if os.environ.get("NMECH_DEBUG"):
             raise

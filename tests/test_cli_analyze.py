@@ -59,8 +59,11 @@ def test_json_actions_apply_without_the_package() -> None:
 
 @pytest.mark.parametrize("args,needle", [
     (("analyze", "not_a_model"), "unknown model spec"),
-    (("analyze", "vgg16", "--input-shape", "3,7,7", "--width", "0.0625"), "does not accept an input of shape"),
+    (("analyze", "vgg16", "--input-shape", "3,7,7", "--width", "0.0625"), "input_size must be"),
+    (("analyze", "torchvision:resnet18", "--input-shape", "5,32,32"), "does not accept an input of shape"),
     (("analyze", "mlp", "--input-shape", "x"), "input shape"),
+    (("analyze", "mlp", "--loss", "hinge"), "invalid choice"),
+    (("laws", "--kinds", "spin", "mlp"), "unknown symmetry kind"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args, needle) -> None:
     out = run(*args)
@@ -75,3 +78,28 @@ def test_certify_reports_all_certified_for_vgg16_bn() -> None:
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("certified:")][0]
     done, total = line.split()[1].split("/")
     assert done == total and int(total) > 0
+
+
+def test_analysis_cache_returns_the_same_analysis_and_survives_corruption(tmp_path, monkeypatch) -> None:
+    from analyses import analysis_cache
+
+    monkeypatch.setenv("NMECH_CACHE_DIR", str(tmp_path))
+    first = run("analyze", "mlp", "--input-shape", "9", "--json", "--compact")
+    files = list(tmp_path.glob("analysis-*.json"))
+    assert first.returncode == 0 and len(files) == 1
+    second = run("analyze", "mlp", "--input-shape", "9", "--json", "--compact")
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    files[0].write_text("{truncated")
+    third = run("analyze", "mlp", "--input-shape", "9", "--json", "--compact")
+    assert third.returncode == 0 and json.loads(third.stdout) == json.loads(first.stdout)
+    # different options, different key; user factories are never cached
+    assert analysis_cache.cache_key("mlp", {"a": 1}) != analysis_cache.cache_key("mlp", {"a": 2})
+    assert analysis_cache.cache_key("mypkg.models:make", {}) is None
+
+
+def test_laws_for_a_model_lists_only_its_kinds() -> None:
+    out = run("laws", "vgg16", "--width", "0.0625", "--lr", "0.1", "--momentum", "0.9", "--weight-decay", "5e-4", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    text = json.dumps(data)
+    assert "rescale" in text and "translation" in text and '"scale"' not in text
