@@ -139,9 +139,26 @@ def test_exact_law_matches_simulation(kind, opt, schedule, seed):
            "warmup": opt.lr * np.minimum(1.0, (np.arange(T) + 1) / 10)}[schedule]
     toy = Toy(kind, rng)
     stats = simulate(toy, opt, lrs)
+    if opt.nesterov and not np.isfinite(1.0 / opt.momentum):
+        with pytest.raises(LawUnavailable, match="subnormal"):
+            predict_exact(kind, stats, lrs, opt)
+        return
     pred = predict_exact(kind, stats, lrs, opt)
     assert pred.shape == (T + 1, len(toy.groups))
     assert rel_error(kind, pred, stats) <= 1e-10
+
+
+@pytest.mark.parametrize("beta", [1e-3, 1e-9, 1e-200])
+def test_nesterov_law_is_accurate_for_tiny_momentum(beta):
+    """Regression: Hypothesis found β ≈ 1e-308 gave NaN; tiny but normal β must stay exact."""
+    rng = np.random.default_rng(0)
+    opt = OptimizerConfig(lr=0.1, momentum=beta, nesterov=True, weight_decay=0.01)
+    lrs = np.full(30, 0.1)
+    toy = Toy("scale", rng)
+    stats = simulate(toy, opt, lrs)
+    assert rel_error("scale", predict_exact("scale", stats, lrs, opt), stats) <= 1e-10
+    with pytest.raises(LawUnavailable):
+        predict_exact("scale", stats, lrs, OptimizerConfig(lr=0.1, momentum=5e-324, nesterov=True))
 
 
 def test_exact_law_uses_only_the_required_statistics():
