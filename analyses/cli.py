@@ -132,6 +132,9 @@ def format_analysis(data: dict[str, Any]) -> str:
                        + ("" if m["axis"] is None else f"[ax{m['axis']}:{_idx(tuple(m['indices']))}]")
                        for m in syms[0]["members"])
         lines.append(f"{kind:<12} {layer:<32} {len(syms):>6}  {ex}")
+    for m in data.get("matrix_symmetries", []):
+        lines.append(f"{'gl':<12} {m['first_weight'] + ' → ' + m['second_weight']:<32} {1:>6}  "
+                     f"GL({m['hidden']}): W1 → M W1, W2 → W2 M⁻¹; {m['laws']} independent laws")
     if data["unknown_ops"]:
         lines.append("unknown ops (blocking): " + ", ".join(data["unknown_ops"]))
     for w in data["warnings"]:

@@ -9,8 +9,9 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .certify import GRAD_TOL, LOSS_TOL, Certificate, certify
+from .certify import GRAD_TOL, LOSS_TOL, Certificate, certify, certify_matrix
 from .graph import capture, detect_symmetries
+from .graph.matrix import MatrixSymmetry
 from .symmetry import Symmetry, count_by_kind
 
 
@@ -26,6 +27,7 @@ class Analysis:
     blocked_reasons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     certificates: list[Certificate] | None = None
+    matrix_symmetries: list[MatrixSymmetry] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -46,6 +48,7 @@ class Analysis:
             "parameters": {k: list(v) for k, v in self.param_shapes.items()},
             "warnings": self.warnings,
             "symmetries": [s.to_json() for s in self.symmetries],
+            "matrix_symmetries": [m.to_json() for m in self.matrix_symmetries],
         }
         if self.certificates is not None:
             out["certification"] = {
@@ -67,9 +70,11 @@ def analyze(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     cg = capture(model, example_inputs, loss=loss)
     det = detect_symmetries(cg)
     result = Analysis(det.symmetries, cg.graph, cg.param_shapes, loss, cg.method, det.unknown_ops, det.norm_eps,
-                      det.blocked_reasons, list(cg.warnings))
+                      det.blocked_reasons, list(cg.warnings), matrix_symmetries=det.matrix_symmetries)
     if det.unknown_ops:
         result.warnings.append("ops missing from the semantics table block symmetries: " + ", ".join(det.unknown_ops))
     if certify_symmetries:
         result.certificates = certify(model, example_inputs, det.symmetries, loss=loss, **certify_options)
+        result.certificates += certify_matrix(model, example_inputs, det.matrix_symmetries, loss=loss,
+                                              **{k: v for k, v in certify_options.items() if k in ("batch_size", "seed")})
     return result

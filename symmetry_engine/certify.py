@@ -139,3 +139,44 @@ def certify(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
             ok = g_rel <= GRAD_TOL and (single <= LOSS_TOL if single is not None else joint <= LOSS_TOL)
             certs.append(Certificate(s.key, kind, ok, g_rel, joint, single, _grad_rel(s, own_grads, own.state, own_gnorm)))
     return certs
+
+
+def _random_invertible(r: int, gen: torch.Generator) -> torch.Tensor:
+    """A well-conditioned random M ∈ GL(r): singular values in [0.5, 2] between random rotations."""
+    q1, _ = torch.linalg.qr(torch.randn(r, r, generator=gen, dtype=torch.float64))
+    q2, _ = torch.linalg.qr(torch.randn(r, r, generator=gen, dtype=torch.float64))
+    s = 0.5 + 1.5 * torch.rand(r, generator=gen, dtype=torch.float64)
+    return q1 @ torch.diag(s) @ q2
+
+
+def certify_matrix(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], symmetries: Sequence,
+                   loss: str = "cross_entropy", batch_size: int = 8, seed: int = 0) -> list[Certificate]:
+    """GL(r) symmetries: a random invertible M must leave the loss unchanged, and the matrix gradient
+    constraint G1 W1ᵀ + g_b b1ᵀ − W2ᵀ G2 = 0 must hold (Frobenius norm relative to |ĝ| |θ_pair|)."""
+    if not symmetries:
+        return []
+    from .graph.matrix import apply_matrix_action
+
+    x0 = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch_size, *x0.shape[1:]), generator=gen, dtype=torch.float64)
+    ev = _Evaluator(copy.deepcopy(model).double().train(), x, loss, seed)
+    base = ev.loss_at(ev.state)
+    grads = ev.grads()
+    gnorm = float(sum((g * g).sum() for g in grads.values())) ** 0.5
+    certs = []
+    for sym in symmetries:
+        M = _random_invertible(sym.hidden, gen)
+        change = abs(ev.loss_at(apply_matrix_action(ev.state, sym, M)) - base) / max(abs(base), 1e-300)
+        w1, w2 = ev.state[sym.first_weight], ev.state[sym.second_weight]
+        q = grads[sym.first_weight] @ w1.T - w2.T @ grads[sym.second_weight]
+        size = float((w1 * w1).sum() + (w2 * w2).sum())
+        if sym.first_bias is not None:
+            b = ev.state[sym.first_bias]
+            q = q + torch.outer(grads[sym.first_bias], b)
+            size += float((b * b).sum())
+        g_rel = float(torch.linalg.norm(q)) / max(gnorm * size ** 0.5, 1e-300)
+        key = f"gl:{sym.first_weight}->{sym.second_weight}"
+        ok = change <= LOSS_TOL and g_rel <= GRAD_TOL
+        certs.append(Certificate(key, "gl", ok, g_rel, change, change, g_rel))
+    return certs

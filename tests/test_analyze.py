@@ -174,3 +174,15 @@ def test_apply_action_matches_json_roundtrip() -> None:
         a = apply_action(state, s, 1.7)
         b = apply_action(state, again, 1.7)
         assert all(torch.equal(a[k], b[k]) for k in state)
+
+
+def test_gl_pairs_are_reported_and_certified() -> None:
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    result = analyze(model, torch.randn(3, 6), certify_symmetries=True)
+    (gl,) = result.matrix_symmetries
+    assert (gl.first_weight, gl.first_bias, gl.second_weight, gl.hidden, gl.laws) == ("0.weight", "0.bias", "1.weight", 4, 10)
+    cert = [c for c in result.certificates if c.kind == "gl"]
+    assert len(cert) == 1 and cert[0].certified and cert[0].loss_rel_joint <= LOSS_TOL
+    assert result.to_json()["matrix_symmetries"][0]["laws"] == 10
+    # a ReLU between the layers removes it
+    assert analyze(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)), torch.randn(3, 6)).matrix_symmetries == []

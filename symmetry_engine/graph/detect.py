@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from ..symmetry import Member, Symmetry
 from .capture import CapturedGraph
+from .matrix import MatrixSymmetry, matrix_pass
 from .scaling import scaling_pass
 from .translation import translation_pass
 
@@ -16,6 +17,7 @@ class Detection:
     unknown_ops: list[str]
     norm_eps: float
     blocked_reasons: dict[str, int] = field(default_factory=dict)
+    matrix_symmetries: list[MatrixSymmetry] = field(default_factory=list)
 
 
 def _module(key: str) -> str:
@@ -60,4 +62,4 @@ def detect_symmetries(cg: CapturedGraph) -> Detection:
     for f in scaling.facts.values():
         for why in f.blocked[:1] + f.unscalable[:1]:
             reasons[why] = reasons.get(why, 0) + 1
-    return Detection(symmetries, scaling.unknown_ops, max(scaling.norm_eps, default=0.0), reasons)
+    return Detection(symmetries, scaling.unknown_ops, max(scaling.norm_eps, default=0.0), reasons, matrix_pass(cg))
