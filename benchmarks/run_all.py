@@ -1,0 +1,94 @@
+"""Run every benchmark: ``python -m benchmarks.run_all [--quick] [--json PATH] [--only NAME ...]``.
+
+Why it exists: one command (``make bench``) that measures the project's cost claims on the machine it
+runs on and prints raw timings next to ratios taken in the same run. Nothing is compared with numbers
+from another machine except the Torch-Pruning reference in the analyzer benchmark, which is labelled.
+See benchmarks/README.md for the protocol and recorded results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from . import analyzer_time, certification, law_throughput, tracker_overhead
+from .common import machine, now, section
+
+BENCHMARKS = [tracker_overhead, analyzer_time, certification, law_throughput]
+
+
+def _summary(results: dict) -> list[str]:
+    lines = []
+    r = results.get(tracker_overhead.NAME)
+    if r:
+        lines.append(f"tracker overhead: {r['ratio_of_medians']:.2f}x per step (target <= {r['target']}x); "
+                     f"{r['groups']} groups; {r['bytes_per_step']:.0f} B/step to stats.bin; tracker memory "
+                     f"{r['memory_ratio_plan']:.2f}x params (plan), {r['memory_ratio_default_flush']:.2f}x with "
+                     "the default 50 pending records")
+    r = results.get(analyzer_time.NAME)
+    if r:
+        lines.append("analyze / fwd+bwd: " + ", ".join(f"{k} {v['ratio_analyze_over_fwd_bwd']:.2f}x "
+                                                       f"({v['analyze_s']:.2f} s)" for k, v in r["models"].items()))
+    r = results.get(certification.NAME)
+    if r:
+        lines.append(f"certification: {r['ratio']:.2f}x plain analyze, {r['per_symmetry_ms']:.3f} ms per symmetry "
+                     f"({r['symmetries']} symmetries)")
+    r = results.get(law_throughput.NAME)
+    if r:
+        lines.append(f"laws on [{r['config']['T'] + 1}, {r['config']['G']}]: exact {r['predict_exact']['seconds']:.2f} s "
+                     f"({r['predict_exact']['group_steps_per_s']:.3g} group*steps/s), continuous "
+                     f"{r['predict_continuous']['seconds']:.2f} s ({r['predict_continuous']['group_steps_per_s']:.3g}); "
+                     f"finite: {r['all_finite']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, under a minute in total")
+    ap.add_argument("--json", metavar="PATH", help="also write all results (and the machine) as JSON")
+    ap.add_argument("--only", nargs="+", metavar="NAME", choices=[b.NAME for b in BENCHMARKS],
+                    help="run only these benchmarks")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1: stable on a shared machine; 0 = torch's default)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    info = machine()
+    mode = "quick" if args.quick else "full"
+    print(f"neural-mechanics benchmarks ({mode}) -- {info['date']}")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
+          f"numpy {info['numpy']}, python {info['python']}, CUDA {'yes' if info['cuda'] else 'no'}")
+    results, errors, t0 = {}, {}, now()
+    for bench in BENCHMARKS:
+        if args.only and bench.NAME not in args.only:
+            continue
+        with section(bench.NAME):
+            t = now()
+            try:
+                results[bench.NAME] = bench.run(args.quick)
+                results[bench.NAME]["wall_s"] = now() - t
+            except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
+                traceback.print_exc()
+                errors[bench.NAME] = f"{type(exc).__name__}: {exc}"
+    total = now() - t0
+    print("\n=== summary (all numbers measured in this run) ===")
+    for line in _summary(results):
+        print("  " + line)
+    for name, err in errors.items():
+        print(f"  FAILED {name}: {err}")
+    print(f"  total {total:.1f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mode": mode, "machine": info, "total_s": total, "results": results, "errors": errors},
+                      f, indent=2, default=float)
+        print(f"  results written to {args.json}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
