@@ -241,8 +241,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train VGG-16 with and without BN on digits, evaluate, write a report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the presets' 300 with BN, 600 without)")
+    p.add_argument("--width", type=float, default=0.125, help="VGG width multiplier")
     p.set_defaults(func=_lazy("cmd_demo"))
     return parser
 

@@ -190,7 +190,13 @@ def evaluate_model(model: torch.nn.Module, ds: Dataset, loss: str, device: torch
 
 
 def _rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states in types `torch.load(weights_only=True)` accepts (tensors, ints, tuples), so checkpoints
+    load without unpickling arbitrary objects."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st: dict[str, Any] = {"torch": torch.get_rng_state(),
+                          "numpy": (str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                                    int(has_gauss), float(gauss)),
+                          "python": random.getstate()}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -198,7 +204,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(st: dict[str, Any]) -> None:
     torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(st["python"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -227,7 +234,7 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 def _load_latest(out: Path) -> dict[str, Any] | None:
     for step in reversed(list_checkpoints(out)):
         try:
-            return torch.load(checkpoint_path(out, step), map_location="cpu", weights_only=False)
+            return torch.load(checkpoint_path(out, step), map_location="cpu", weights_only=True)
         except Exception:  # a torn file (killed while writing before os.replace cannot happen; be safe)
             continue
     return None

@@ -57,8 +57,11 @@ def test_exact_laws_hold_to_1e9_in_float64(tmp_path, spec: str) -> None:
     worst = max(g.err_exact for g in ev.groups)
     assert worst <= 1e-9, worst
     cont = [g.err_continuous for g in ev.groups]
-    assert all(c == c and c < 1.0 for c in cont)          # reported, finite, and not nonsense
+    assert all(c == c for c in cont)                       # reported and finite
     assert max(cont) > worst                               # the continuous model has real modelling error
+    # a large continuous error only where the symmetry is broken at the group's own (round-off) scale
+    unexplained = [g.key for g in ev.groups if g.err_continuous > 0.05 and g.breaking < 0.1 * g.err_continuous]
+    assert unexplained == []
 
 
 @pytest.mark.parametrize("spec", ["vgg16_bn"])
@@ -100,3 +103,24 @@ def test_corrupt_stats_do_not_destroy_data(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "analyses.cli", "evaluate", str(run)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "warning" in out.stdout
     assert stats.read_bytes() == data[:-13]             # the reader never rewrites the log
+
+
+def test_breaking_measure_matches_recorded_gradient_constraint(tmp_path) -> None:
+    """The report's 'breaking' column is the drift Σ η_k P_k / (1 − β(1−d)) from the recorded P (translation)
+    or 2Q (scale/rescale): compare with an independent computation on the raw log."""
+    import numpy as np
+
+    from symmetry_engine.runlog import read_run
+
+    run = _train(tmp_path, "vgg16_bn", torch.float32, steps=20)
+    ev, log = nm.evaluate_run(run, checkpoints=False), read_run(run)
+    gain = 1 - 0.9 * (1 - 0.1)
+    T = log.T
+    for kind, col, factor in (("translation", "P", 1.0), ("scale", "Q", 2.0), ("rescale", "Q", 2.0)):
+        x = log.stats[kind][col][:T]
+        drift = np.abs(np.cumsum(factor * log.lrs[:T, None] * x, axis=0)).max(axis=0) / gain
+        norm = np.abs(log.stats[kind]["A" if kind == "translation" else "M"]).max(axis=0)
+        got = np.array([g.breaking for g in ev.groups if g.kind == kind])
+        np.testing.assert_allclose(got, drift / norm, rtol=1e-12, atol=0)
+    # float32 round-off breaks BN's bias translation symmetry measurably; BN's eps breaks scale symmetry
+    assert ev.summary["translation"]["breaking"]["max"] > 0 and ev.summary["scale"]["breaking"]["max"] > 0

@@ -157,3 +157,23 @@ def test_float64_run_and_step_schedule(tmp_path) -> None:
     assert np.allclose(rec[:6, 1], [0.05] * 3 + [0.005] * 3)
     ck = torch.load(run / "checkpoints" / f"step_{6:08d}.pt", weights_only=False)
     assert all(v.dtype == torch.float64 for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_checkpoints_load_safely_and_agree_with_the_log(tmp_path) -> None:
+    """Regression: checkpoints held numpy RNG state that `weights_only=True` refused, so the evaluator's
+    checkpoint cross-check failed on every run `nmech train` wrote."""
+    import torch
+
+    from model_zoo.training import TrainConfig, list_checkpoints, train
+    from symmetry_engine.evaluate import evaluate_run
+
+    cfg = TrainConfig(model="vgg16_bn", model_kwargs={"width": 0.0625}, dataset="digits", input_size=32, batch_size=16,
+                      steps=6, lr=0.05, momentum=0.9, weight_decay=5e-4, checkpoint_every=3, out=str(tmp_path / "run"),
+                      progress=False, dtype="float64")
+    train(cfg)
+    for step in list_checkpoints(tmp_path / "run"):
+        torch.load(tmp_path / "run" / "checkpoints" / f"step_{step:08d}.pt", weights_only=True)
+    ev = evaluate_run(tmp_path / "run")
+    assert len(ev.checkpoints) >= 2
+    assert max(max(c.errors.values()) for c in ev.checkpoints) <= 1e-12
+    assert max(g.err_exact for g in ev.groups) <= 1e-9
