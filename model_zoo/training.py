@@ -354,18 +354,13 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
             if n in ck_steps:
                 save(n)
     except BaseException:
-        if tracker is not None and not tracker._closed:
-            try:
-                tracker.flush()
-            finally:
-                if tracker._writer is not None:
-                    tracker._writer.abandon()
-                tracker._detach()
+        if tracker is not None:
+            tracker.abort()
         raise
     finally:
         if bar is not None:
             bar.close()
-    if tracker is not None and not tracker._closed:
+    if tracker is not None:
         tracker.close()
     return RunResult(out, total, start, last_loss, test[0], test[1], list_checkpoints(out), time.time() - t0)
 

@@ -331,6 +331,24 @@ class Tracker:
         w.close(rec.cpu().numpy())
         self._detach()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def abort(self) -> None:
+        """Stop after a failure (exception, NaN, Ctrl-C): flush what was recorded, write no final record.
+
+        The log stays open-ended, so a resumed run can append to it and readers see an unclosed run.
+        """
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.abandon()
+            self._detach()
+
     def _detach(self) -> None:
         for h in self._handles:
             h.remove()
@@ -359,13 +377,8 @@ class Tracker:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.close()
-        elif not self._closed:
-            try:
-                self.flush()
-            finally:
-                if self._writer is not None:
-                    self._writer.abandon()
-                self._detach()
+        else:
+            self.abort()
 
 
 def track(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | os.PathLike,

@@ -358,3 +358,19 @@ def test_track_finds_the_symmetries_with_the_analyzer(tmp_path):
     opt.step()
     tr.close()
     assert read_run(tmp_path / "r").T == 1
+
+
+def test_abort_keeps_recorded_steps_and_detaches(tmp_path):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    tr = Tracker(model, opt, tmp_path / "r", toy_symmetries(), flush_every=100)
+    for xb, yb in batches(6):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    tr.abort()
+    tr.abort()  # idempotent
+    assert tr.closed
+    log = read_run(tmp_path / "r")
+    assert not log.closed and list(log.steps) == [0, 1, 2, 3, 4, 5]
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
