@@ -1,4 +1,4 @@
-"""``nmech``: analyze, laws, train, evaluate, report, demo.
+"""``nmech``: analyze, laws, train, evaluate, report, figures, demo.
 
 Every sub-command exits 0 on success and, on bad input, prints one line ``nmech: error: ...`` to stderr
 and exits 2 (set NMECH_DEBUG=1 to see the traceback instead).
@@ -238,6 +238,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help="report directory (default RUN_DIR/report)")
     p.set_defaults(func=_lazy("cmd_report"))
+
+    p = sub.add_parser("figures", help="the paper's Figures 3 and 4 (geometries; modified dynamics on a quadratic)")
+    p.add_argument("--out", default="runs/figures")
+    p.set_defaults(func=_lazy("cmd_figures"))
 
     p = sub.add_parser("demo", help="train VGG-16 with and without BN on digits, evaluate, write a report")
     p.add_argument("--out", default="runs/demo")

@@ -104,3 +104,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         *rows, "", *sections, "Re-run: `make demo` (or `nmech demo --out DIR --steps N --width W`).", ""]))
     print(f"report: {md}")
     return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """The paper's Figure 3 (conserved-quantity geometries) and Figure 4 (GD and heavy ball against
+    gradient flow and the modified dynamics), with Figure 4's measured distances printed."""
+    from analyses.paper_figures import figure3, figure4
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"figure 3: {figure3(out / 'figure3_geometries.png')}")
+    figure4(out / "figure4_modified_dynamics.png")  # prints the mean distances it measured
+    print(f"figure 4: {out / 'figure4_modified_dynamics.png'}")
+    return 0

@@ -63,6 +63,9 @@ class OptimizerConfig:
         return cls(**known)
 
 
+NESTEROV_MIN_MOMENTUM = 1e-280  # below it the Nesterov law's 1/β terms can overflow float64
+
+
 def quantity_column(kind: str) -> str:
     """The run-log column holding the conserved quantity: ``s`` (translation) or ``N``."""
     _check_kind(kind)
@@ -105,10 +108,11 @@ def predict_exact(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
     spec = opt.rule_spec()
     if not spec.closed:
         raise LawUnavailable(f"{spec.describe()}: no closed exact law; only N_(n+1) = N_n + 2U_n + D_n holds")
-    if opt.nesterov and not np.isfinite(1.0 / opt.momentum):
-        # the Nesterov state form eliminates an unrecorded inner product through D/β; it is accurate down
-        # to β ~ 1e-300 but 1/β overflows for a subnormal β
-        raise LawUnavailable(f"Nesterov momentum {opt.momentum!r} is subnormal: its exact law divides by it")
+    if opt.nesterov and opt.momentum < NESTEROV_MIN_MOMENTUM:
+        # the Nesterov state form eliminates an unrecorded inner product through D/β; it is accurate down to
+        # β ~ 1e-200 (tested) but products with 1/β overflow float64 near the subnormal range
+        raise LawUnavailable(f"Nesterov momentum {opt.momentum!r} is below {NESTEROV_MIN_MOMENTUM:g}: "
+                             "its exact law divides by it (subnormal range)")
     comp = compiled_recurrence(kind, spec)
     T = lrs.shape[0]
     x0 = np.asarray(stats[quantity_column(kind)], dtype=np.float64)[0]

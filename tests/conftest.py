@@ -16,3 +16,10 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("NMECH_CACHE_DIR", None)
     else:
         os.environ["NMECH_CACHE_DIR"] = old
+
+# CI runs a fixed, derandomized set of Hypothesis examples (reproducible verdicts); local runs explore.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hyp_settings.load_profile("ci")

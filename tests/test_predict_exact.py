@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from symmetry_engine.predict import (LawUnavailable, OptimizerConfig, predict_exact, quantity_column,
+from symmetry_engine.predict import (NESTEROV_MIN_MOMENTUM, LawUnavailable, OptimizerConfig, predict_exact, quantity_column,
                                      required_columns, scale_column)
 
 
@@ -139,13 +139,17 @@ def test_exact_law_matches_simulation(kind, opt, schedule, seed):
            "warmup": opt.lr * np.minimum(1.0, (np.arange(T) + 1) / 10)}[schedule]
     toy = Toy(kind, rng)
     stats = simulate(toy, opt, lrs)
-    if opt.nesterov and not np.isfinite(1.0 / opt.momentum):
+    if opt.nesterov and opt.momentum < NESTEROV_MIN_MOMENTUM:
         with pytest.raises(LawUnavailable, match="subnormal"):
             predict_exact(kind, stats, lrs, opt)
         return
     pred = predict_exact(kind, stats, lrs, opt)
     assert pred.shape == (T + 1, len(toy.groups))
-    assert rel_error(kind, pred, stats) <= 1e-10
+    # a diverging simulation (e.g. η = 0.25 with β = 0.99) is compared on its finite prefix
+    finite = np.all(np.isfinite(stats[quantity_column(kind)]), axis=1)
+    rows = int(np.argmin(finite)) if not finite.all() else T + 1
+    assume(rows >= 5)
+    assert rel_error(kind, pred[:rows], {k: v[:rows] for k, v in stats.items()}) <= 1e-10
 
 
 @pytest.mark.parametrize("beta", [1e-3, 1e-9, 1e-200])
@@ -159,6 +163,8 @@ def test_nesterov_law_is_accurate_for_tiny_momentum(beta):
     assert rel_error("scale", predict_exact("scale", stats, lrs, opt), stats) <= 1e-10
     with pytest.raises(LawUnavailable):
         predict_exact("scale", stats, lrs, OptimizerConfig(lr=0.1, momentum=5e-324, nesterov=True))
+    with pytest.raises(LawUnavailable):
+        predict_exact("scale", stats, lrs, OptimizerConfig(lr=0.1, momentum=1.1125369292536007e-308, nesterov=True))
 
 
 def test_exact_law_uses_only_the_required_statistics():
