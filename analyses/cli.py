@@ -83,14 +83,22 @@ def _optimizer_config(args: argparse.Namespace):
 
 
 # -- analyze ------------------------------------------------------------------------------------------
-def cached_analysis(args: argparse.Namespace, certify: bool) -> dict[str, Any]:
-    """The analysis JSON of the named model, from the on-disk cache when the spec allows it."""
+def _analysis_options(args: argparse.Namespace, certify: bool) -> dict[str, Any]:
+    """Everything besides the spec that changes an analysis (the cache key)."""
+    return {"input_shape": args.input_shape, "loss": args.loss, "num_classes": args.num_classes,
+            "width": args.width, "model_arg": sorted(args.model_arg), "certify": certify,
+            "certify_batch": getattr(args, "certify_batch", None) if certify else None,
+            "certify_samples": getattr(args, "certify_samples", None) if certify else None}
+
+
+def cached_analysis(args: argparse.Namespace, certify: bool, before_store: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """The analysis JSON of the named model, from the on-disk cache when the spec allows it.
+
+    ``before_store`` sees a fresh analysis before it is written to the cache (so a waiting caller can go on).
+    """
     from analyses import analysis_cache
 
-    options = {"input_shape": args.input_shape, "loss": args.loss, "num_classes": args.num_classes,
-               "width": args.width, "model_arg": sorted(args.model_arg), "certify": certify,
-               "certify_batch": getattr(args, "certify_batch", None), "certify_samples": getattr(args, "certify_samples", None)}
-    key = None if getattr(args, "no_cache", False) else analysis_cache.cache_key(args.model, options)
+    key = None if getattr(args, "no_cache", False) else analysis_cache.cache_key(args.model, _analysis_options(args, certify))
     data = analysis_cache.load(key)
     if data is not None:
         return data
@@ -101,6 +109,8 @@ def cached_analysis(args: argparse.Namespace, certify: bool) -> dict[str, Any]:
                      batch_size=getattr(args, "certify_batch", 8), samples=getattr(args, "certify_samples", 16))
     data = result.to_json()
     data["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}
+    if before_store is not None:
+        before_store(data)
     analysis_cache.store(key, data)
     return data
 
@@ -169,11 +179,50 @@ def cmd_laws(args: argparse.Namespace) -> int:
         if unknown:
             raise CliError(f"unknown symmetry kind(s) {', '.join(sorted(unknown))}; use translation, scale, rescale")
     else:
-        counts = cached_analysis(args, certify=False)["counts"]
-        kinds = [k for k, n in counts.items() if n]
+        kinds = _kinds_present(args)
     fmt = "json" if args.json else "latex" if args.latex else "text"
     print(render_laws(kinds, _optimizer_config(args), fmt))
     return 0
+
+
+def _kinds_present(args: argparse.Namespace) -> list[str]:
+    """Symmetry kinds of the named model. On an analysis-cache miss the analysis (torch import + export,
+    the slow part) runs in a forked child while this process derives the laws for every kind with sympy,
+    so a first `nmech laws MODEL` costs about the larger of the two, not their sum."""
+    import multiprocessing as mp
+
+    from analyses import analysis_cache
+    from symmetry_engine.symbolic import derive_laws
+
+    def kinds_of(counts: dict[str, int]) -> list[str]:
+        return [k for k, n in counts.items() if n]
+
+    key = None if args.no_cache else analysis_cache.cache_key(args.model, _analysis_options(args, certify=False))
+    cached = analysis_cache.load(key)
+    if cached is not None or "fork" not in mp.get_all_start_methods():
+        return kinds_of((cached or cached_analysis(args, certify=False))["counts"])
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def work() -> None:
+        try:
+            cached_analysis(args, certify=False, before_store=lambda data: send.send(("ok", data["counts"])))
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent in one line
+            send.send(("error", " ".join(str(exc).split()) or type(exc).__name__))
+
+    child = ctx.Process(target=work, daemon=True)
+    child.start()
+    spec = _optimizer_config(args).rule_spec()
+    for kind in ("translation", "scale", "rescale"):
+        derive_laws(kind, spec)  # warms the engine's cache while the child analyzes
+    status, value = receive.recv() if receive.poll(600) else ("error", "the analysis did not finish in 10 minutes")
+    if status == "error":
+        child.join()
+        raise CliError(value)
+    import atexit
+
+    atexit.register(child.join)  # the child is still writing the analysis cache; let it finish
+    return kinds_of(value)
 
 
 def add_optimizer_arguments(p: argparse.ArgumentParser) -> None:

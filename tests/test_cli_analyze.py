@@ -64,6 +64,7 @@ def test_json_actions_apply_without_the_package() -> None:
     (("analyze", "mlp", "--input-shape", "x"), "input shape"),
     (("analyze", "mlp", "--loss", "hinge"), "invalid choice"),
     (("laws", "--kinds", "spin", "mlp"), "unknown symmetry kind"),
+    (("laws", "torchvision:resnet18", "--input-shape", "5,32,32", "--no-cache"), "does not accept an input of shape"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args, needle) -> None:
     out = run(*args)
