@@ -53,8 +53,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--width", type=float, default=None, help="width multiplier for zoo models")
-    p.add_argument("--model-arg", type=_parse_model_arg, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra keyword for the zoo builder (JSON values), repeatable")
+    p.add_argument("--model-kw", "--model-arg", dest="model_arg", type=_parse_model_arg, action="append", default=[],
+                   metavar="KEY=VALUE", help="extra keyword for the zoo builder (JSON values), repeatable")
 
 
 def load_model(args: argparse.Namespace):

@@ -39,7 +39,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("model", nargs="?", default=None, help="model spec: zoo name, torchvision:NAME or package.module:callable")
     a("--preset", choices=sorted(PRESETS), metavar="NAME", help="named config: digits-small, paper-vgg16[-bn]-wd…")
-    a("--model-kw", action="append", type=_kw, default=None, metavar="KEY=VALUE", help="model option (repeatable), e.g. width=0.125")
+    a("--model-kw", "--model-arg", dest="model_kw", action="append", type=_kw, default=None, metavar="KEY=VALUE",
+      help="model option (repeatable), e.g. width=0.125")
+    a("--width", type=float, help="width multiplier of zoo models (same as --model-kw width=W)")
     a("--input-shape", type=_ints, help="one sample's shape C,H,W (default: the dataset's)")
     a("--loss", choices=("cross_entropy", "mse"))
     a("--dataset", help="digits (default, offline) | synthetic | tiny-imagenet | cifar10 | cifar100")
@@ -74,12 +76,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values: dict[str, Any] = preset(args.preset) if getattr(args, "preset", None) else {}
-    for name in fields - {"model_kwargs"}:
+    for name in fields - {"model_kwargs", "width"}:
         v = getattr(args, name, None)
         if v is not None:
             values[name] = v
     if getattr(args, "model_kw", None):
         values["model_kwargs"] = {**values.get("model_kwargs", {}), **dict(args.model_kw)}
+    if getattr(args, "width", None) is not None:
+        values["model_kwargs"] = {**values.get("model_kwargs", {}), "width": args.width}
     if "out" not in values:
         values["out"] = f"runs/{args.preset or values.get('model', 'train')}"
     if values.get("steps") is None and values.get("epochs") is None:
