@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 
-import sympy as sp
-
 from symmetry_engine.predict import OptimizerConfig
 from symmetry_engine.symbolic import derive_laws
 from symmetry_engine.symbolic.modified import H_STEP

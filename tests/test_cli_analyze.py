@@ -30,7 +30,6 @@ def _mlp_loss(state: dict, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def test_json_actions_apply_without_the_package() -> None:
-    import torch
 
     from model_zoo import build_model
 

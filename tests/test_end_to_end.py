@@ -18,14 +18,6 @@ import symmetry_engine as nm
 from model_zoo.specs import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _train(tmp_path, spec: str, dtype: torch.dtype, steps: int = 30, nesterov: bool = False):
     torch.manual_seed(0)
     model, _ = build_model(spec, num_classes=10, input_shape=(3, 32, 32), width=1 / 16)

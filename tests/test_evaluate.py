@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_tracker import MOMENTUM, Tracker, batches, make_model, one_thread, toy_symmetries  # noqa: E402,F401
+from test_tracker import MOMENTUM, Tracker, batches, make_model, toy_symmetries  # noqa: E402
 
 from symmetry_engine.evaluate import evaluate_run, state_quantities  # noqa: E402
 from symmetry_engine.runlog import RunLogError  # noqa: E402

@@ -6,22 +6,12 @@ passes; equality is checked on `canonical_form`, so labels and member splitting 
 
 from __future__ import annotations
 
-import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model_zoo.random_arch import ALL_ACTIVATIONS, ALL_NORMS, random_architecture
 from symmetry_engine import canonical_form
 from symmetry_engine.analyze import analyze
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _diff(arch, certify: bool = False):

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate import run_with_checkpoints  # noqa: E402
-from test_tracker import MOMENTUM, one_thread, toy_symmetries  # noqa: E402,F401
+from test_tracker import MOMENTUM, toy_symmetries  # noqa: E402
 
 from analyses.figures import pick_groups, pick_layer  # noqa: E402
 from analyses.report import render_markdown, write_report  # noqa: E402

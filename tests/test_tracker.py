@@ -23,15 +23,6 @@ from symmetry_engine.tracker import Tracker, track
 HW = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared machine extra OpenMP threads make tiny models 100× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Toy(nn.Module):
     """Conv→BN→ReLU→Conv→ReLU→flatten→Linear on 3×4×4 inputs: every symmetry kind appears."""
 

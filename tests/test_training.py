@@ -74,8 +74,12 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path) -> None:
     ref = tmp_path / "ref"
     train(_cfg(ref))
     run = tmp_path / "killed"
+    # the same command on the same machine: the child uses this process's intra-op thread count
+    # (reductions, and so the bits, depend on it)
     script = textwrap.dedent(f"""
         import os, signal, sys
+        import torch
+        torch.set_num_threads({torch.get_num_threads()})
         import model_zoo.training as T
         orig = T.lr_at
         def lr_at(cfg, step, total):

@@ -13,14 +13,6 @@ from .test_analyze import expected_counts_sequential
 from .test_zoo_models import CASES
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("spec,kw,shape", CASES + [("torchvision:resnet18", {}, (3, 32, 32))])
 def test_zoo_model_symmetries_are_all_certified(spec, kw, shape) -> None:
     torch.manual_seed(0)

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import random
 
-import pytest
 import torch
 
 from model_zoo.graphnet import Builder
 from model_zoo.random_arch import ALL_ACTIVATIONS, ALL_NORMS, RandomArch, random_architecture, verify_expected
-from symmetry_engine.symmetry import Member, Symmetry, apply_action, canonical_form
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from symmetry_engine.symmetry import Symmetry, apply_action, canonical_form
 
 
 def _shapes(model):

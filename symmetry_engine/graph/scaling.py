@@ -115,7 +115,7 @@ class _Pass:
     def fail(self, node: str, ins: list[str], why: str) -> None:
         for i in ins:
             self.block_uses(i, why)
-        shp, data = self.shape(node), ins[0] if ins else None
+        data = ins[0] if ins else None
         if data in self.layouts and self.same_layout(data, node):
             self.unscalable(node, why)
 

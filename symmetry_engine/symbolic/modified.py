@@ -20,7 +20,7 @@ from functools import lru_cache
 import sympy as sp
 
 from .algebra import BilinearForm, LinearForm, Vec, ZERO
-from .optimizers import DAMP, ETA, LAM, RuleSpec, sgd_step
+from .optimizers import DAMP, ETA, RuleSpec, sgd_step
 
 H_STEP = sp.Symbol("h", positive=True)        # continuous time per optimizer step
 T = sp.Symbol("t", nonnegative=True)
