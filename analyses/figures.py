@@ -134,9 +134,32 @@ def plot_trajectories(ev: Evaluation, path: Path) -> Path | None:
     return path
 
 
+def plot_angular(ev: Evaluation, path: Path) -> Path | None:
+    """Angular update per step of the scale groups (median and 10–90% band) against √(2ηλ/(1+β))."""
+    if ev.angular is None:
+        return None
+    a = ev.angular
+    steps = np.arange(a.angles.shape[0])
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    lo, med, hi = np.percentile(a.angles, [10, 50, 90], axis=1)
+    ax.fill_between(steps, lo, hi, color="tab:blue", alpha=0.25, lw=0, label="scale groups, 10–90%")
+    ax.plot(steps, med, color="tab:blue", lw=1.2, label="median")
+    ax.plot(steps, a.predicted, "k--", lw=1.2, label=r"equilibrium $\sqrt{2\eta\lambda/(1+\beta)}$")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("angular update per step (rad)")
+    ax.set_title(f"spherical motion (equilibrium after ~{a.relaxation_steps:.0f} steps)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_figures(ev: Evaluation, out_dir: Path) -> list[Path]:
     """Write every figure that applies to this run into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    made = [plot_conservation(ev, out_dir / "conservation.png"), plot_trajectories(ev, out_dir / "trajectories.png")]
+    made = [plot_conservation(ev, out_dir / "conservation.png"), plot_trajectories(ev, out_dir / "trajectories.png"),
+            plot_angular(ev, out_dir / "angular_update.png")]
     return [p for p in made if p is not None]

@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
+
 from symmetry_engine.evaluate import Evaluation
 from symmetry_engine.runlog import write_json_atomic
 
@@ -68,6 +70,15 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
                   f"(breaking ≥ 10% of it), e.g. `{worst.key}`: continuous error {worst.err_continuous:.2e}, breaking "
                   f"{worst.breaking:.2e}, group size {worst.norm:.2e} (a quantity that sits at round-off level "
                   "makes relative errors large).", ""]
+    if ev.angular is not None:
+        a = ev.angular
+        k = max(1, ev.T // 10)
+        lines += ["## Spherical motion of scale-invariant groups", "",
+                  f"Angle turned per step by the scale groups, from the logged statistics: median over groups of the "
+                  f"mean over the last {k} steps {float(np.median(a.angles[-k:].mean(axis=0))):.3e} rad; the "
+                  f"equilibrium prediction √(2ηλ/(1+β)) there is {float(a.predicted[-k:].mean()):.3e} rad "
+                  f"(median ratio {float(np.median(a.tail_ratio())):.2f}). The norms relax to equilibrium over "
+                  f"~{a.relaxation_steps:.0f} steps, so a shorter run shows the approach, not the equilibrium.", ""]
     lines += ["## Per layer", ""]
     lines += _table(["kind", "layer", "groups", "exact max", "exact median", "continuous max", "continuous median"],
                     [(r["kind"], f"`{r['layer']}`", r["groups"], r["exact"]["max"], r["exact"]["median"],

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .equilibrium import AngularUpdates, angular_updates
 from .predict import OptimizerConfig, predict_continuous, predict_exact
 from .runlog import STATE_COLUMNS, RunLog, RunLogError, read_run
 from .symmetry import KINDS, Symmetry
@@ -88,6 +89,7 @@ class Evaluation:
     checkpoints: list[CheckpointCheck] = field(default_factory=list)
     prediction_errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    angular: AngularUpdates | None = None   # scale groups' angle per step vs the spherical-motion equilibrium
 
     @property
     def optimizer(self) -> dict[str, Any]:
@@ -113,6 +115,11 @@ class Evaluation:
             "layers": self.layers,
             "groups": [dataclasses.asdict(g) for g in self.groups],
             "checkpoints": [dataclasses.asdict(c) for c in self.checkpoints],
+            "angular_update": None if self.angular is None else {
+                "predicted_final": float(self.angular.predicted[-1]),
+                "measured_final_median": float(np.median(self.angular.angles[-max(1, self.T // 10):].mean(axis=0))),
+                "tail_ratio_median": float(np.median(self.angular.tail_ratio())),
+                "relaxation_steps": self.angular.relaxation_steps},
         })
 
 
@@ -214,6 +221,9 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoints: bool = True) -> Evalua
     ev = Evaluation(run_dir=log.run_dir, meta=log.meta, steps=log.steps[:rows], lrs=lrs,
                     losses=log.losses[:rows - 1], series=series, groups=groups, summary=summary, layers=layers,
                     prediction_errors=pred_errors, warnings=warns)
+    if "scale" in stats and opt.rule == "sgd" and not opt.nesterov and opt.weight_decay > 0 and len(lrs):
+        ev.angular = angular_updates(stats["scale"]["N"], stats["scale"]["D"], lrs, opt.momentum, opt.dampening,
+                                     opt.weight_decay)
     if checkpoints:
         ev.checkpoints = check_checkpoints(log)
     return ev

@@ -34,7 +34,7 @@ def test_report_files_and_contents(tmp_path):
     exact_max = ev.summary["scale"]["exact"]["max"]
     assert f"| scale | 4 | {exact_max:.2e} |" in text
     data = json.loads((out / "report.json").read_text())
-    assert data["figures"] == ["conservation.png", "trajectories.png"]
+    assert data["figures"] == ["conservation.png", "trajectories.png", "angular_update.png"]
     assert data["summary"]["rescale"]["groups"] == 7 and len(data["checkpoints"]) == 4
     for name in data["figures"]:
         raw = (out / name).read_bytes()
