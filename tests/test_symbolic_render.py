@@ -67,3 +67,14 @@ def test_cold_start_render_time():
     wall = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr
     assert wall < 5.0  # budget ~1.5 s on an idle machine; generous here because CI machines are shared
+
+
+def test_text_format_is_unicode_and_keeps_subscript_grouping():
+    """Regression: the text form printed raw LaTeX, and dropping braces turned N_{n+1} into N_n+1."""
+    from analyses.laws_text import render_laws
+    from symmetry_engine.predict import OptimizerConfig
+
+    text = render_laws(["scale", "rescale"], OptimizerConfig(lr=0.1, momentum=0.9, weight_decay=5e-4), "text")
+    assert "\\" not in text and "{" not in text
+    assert "N[n+1] =" in text and "N_n+1" not in text
+    assert "θ_A1 - θ_A2" in text and "η" in text and "λ" in text

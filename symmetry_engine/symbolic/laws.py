@@ -96,7 +96,10 @@ class LawSet:
         return out
 
     def text(self) -> dict[str, str]:
-        """Plain-text (sympy ``str``) forms of the same sections."""
+        """Plain-text (sympy ``str``, Greek letters in Unicode) forms of the same sections."""
+        return {k: _plain(v) for k, v in self._text().items()}
+
+    def _text(self) -> dict[str, str]:
         fam = self.family
         out = {"generator": f"xi = {fam.generator_latex}", "quantity": fam.quantity_latex,
                "gradient_constraint": fam.constraint_latex()[0], "hessian_constraint": fam.constraint_latex()[1],
@@ -206,3 +209,25 @@ def compiled_recurrence(kind: str, spec: RuleSpec) -> CompiledRecurrence:
         mats.append(sp.lambdify(params, A.tolist(), modules="numpy"))
         offs.append(sp.lambdify(ins + list(params), b, modules="numpy"))
     return CompiledRecurrence(rec.states, rec.inputs, rec.zero_states, tuple(mats), tuple(offs))
+
+
+_PLAIN = [(r"\mathbb{1}", "1"), (r"\langle ", "⟨"), (r"\langle", "⟨"), (r" \rangle", "⟩"), (r"\rangle", "⟩"),
+          (r"\partial", "∂"), (r"\theta", "θ"), (r"\xi", "ξ"), (r"\eta", "η"), (r"\lambda", "λ"),
+          (r"\beta", "β"), (r"\gamma", "γ"), (r"\omega", "ω"), (r"\tau", "τ"), (r"\nabla", "∇"),
+          (r"\left", ""), (r"\right", ""), (r"\,", " "), (r"\;", " "), (r"\quad", "  "), ("{", ""), ("}", "")]
+_GREEK = [("lambda", "λ"), ("theta", "θ"), ("omega", "ω"), ("gamma", "γ"), ("beta", "β"), ("eta", "η"), ("xi", "ξ"),
+          ("tau", "τ")]
+
+
+def _plain(text: str) -> str:
+    """LaTeX snippets and sympy names → readable Unicode for terminals (``nmech laws`` text format)."""
+    import re
+
+    # compound subscripts keep their grouping: N_{n+1} → N[n+1] (not N_n+1); simple ones: θ_{A_1} → θ_A1
+    text = re.sub(r"_\{([^{}]*[+\-][^{}]*)\}", r"[\1]", text)
+    text = re.sub(r"_\{([^{}]+)\}", lambda m: "_" + m.group(1).replace("_", ""), text)
+    for old, new in _PLAIN:
+        text = text.replace(old, new)
+    for name, letter in _GREEK:
+        text = re.sub(rf"(?<![A-Za-z]){name}(?![A-Za-z])", letter, text)
+    return text.replace("**", "^")
