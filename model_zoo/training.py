@@ -3,7 +3,7 @@
 ``train(TrainConfig(...))`` builds the model and data, attaches the symmetry tracker
 (``symmetry_engine.tracker``) to a ``torch.optim.SGD`` optimizer and writes the run directory of
 docs/architecture.md: ``run.json`` + ``stats.bin`` (by the tracker, with this run's ``model`` and
-``train`` info added to the meta), ``checkpoints/step_XXXXXXXX.pt`` and ``eval.jsonl`` (one line per
+``train`` info added to the meta), ``checkpoints/step_<8-digit step>.pt`` and ``eval.jsonl`` (one line per
 evaluation pass).
 
 Resume is the default: re-running the same config in the same ``out`` directory continues from the
@@ -18,6 +18,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -232,12 +233,45 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _load_latest(out: Path) -> dict[str, Any] | None:
-    for step in reversed(list_checkpoints(out)):
+    """The newest readable checkpoint; unreadable newer ones are reported and skipped, and if there are
+    checkpoints but none loads the run is refused (restarting would overwrite its log)."""
+    steps = list_checkpoints(out)
+    bad = []
+    for step in reversed(steps):
         try:
-            return torch.load(checkpoint_path(out, step), map_location="cpu", weights_only=True)
-        except Exception:  # a torn file (killed while writing before os.replace cannot happen; be safe)
+            ck = torch.load(checkpoint_path(out, step), map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged file: say so, fall back to an older one
+            bad.append(f"step {step} ({type(exc).__name__})")
             continue
+        if bad:
+            print(f"nmech train: warning: unreadable checkpoint(s) {', '.join(bad)}; resuming from step {step}",
+                  file=sys.stderr)
+        return ck
+    if steps:
+        raise TrainingError(f"{out}: no checkpoint can be read ({', '.join(bad)}); refusing to overwrite the run — "
+                            "use a new --out")
     return None
+
+
+# the fields that fix a run's trajectory; a resumed run must agree on them (steps/epochs may grow)
+_TRAJECTORY_FIELDS = ("model", "model_kwargs", "input_shape", "loss", "dataset", "input_size", "batch_size", "lr",
+                      "momentum", "dampening", "nesterov", "weight_decay", "schedule", "lr_milestones", "lr_gamma",
+                      "warmup_steps", "seed", "dtype")
+
+
+def _check_same_run(cfg: "TrainConfig", ckpt: dict[str, Any], out: Path) -> None:
+    saved = ((ckpt.get("meta") or {}).get("train")) or {}
+    now = cfg.to_json()
+    fields = _TRAJECTORY_FIELDS + (("steps", "epochs") if cfg.schedule == "cosine" else ())  # cosine spans the run
+    diff = [f"{k} {saved.get(k)!r} → {now.get(k)!r}" for k in fields
+            if k in saved and _norm(saved.get(k)) != _norm(now.get(k))]
+    if diff:
+        raise TrainingError(f"{out} holds a run with a different configuration ({'; '.join(diff)}); "
+                            "use a new --out to start another run")
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _truncate_eval(out: Path, step: int) -> None:
@@ -278,6 +312,13 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = _load_latest(out)
+    if ckpt:
+        _check_same_run(cfg, ckpt, out)
+        threads = (ckpt.get("meta") or {}).get("threads")
+        if cfg.deterministic and threads and threads != torch.get_num_threads():
+            # CPU reductions split work by thread: the same bits need the same thread count
+            print(f"nmech train: deterministic resume uses {threads} threads, as the run so far", file=sys.stderr)
+            torch.set_num_threads(int(threads))
     start = int(ckpt["step"]) if ckpt else 0
     model_meta = {**info.to_json(), "loss": cfg.loss}
     if ckpt and start >= total and (not cfg.track or _is_closed(out)):  # already complete: nothing to redo
@@ -313,7 +354,7 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
             "tracker": tracker.state_dict() if tracker is not None else None,
             "data": {"epoch": step // batches.per_epoch, "index": step % batches.per_epoch, "seed": cfg.seed,
                      "batch_size": batches.bs},
-            "meta": {"model": model_meta, "train": cfg.to_json()}})
+            "meta": {"model": model_meta, "train": cfg.to_json(), "threads": torch.get_num_threads()}})
 
     bar = None
     if cfg.progress:

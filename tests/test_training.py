@@ -211,3 +211,42 @@ def test_ctrl_c_then_same_command_resumes_identically(tmp_path) -> None:
     a = torch.load(ref / "checkpoints" / f"step_{last:08d}.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoints" / f"step_{last:08d}.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mismatched_or_unreadable_checkpoints_are_refused_and_nothing_is_overwritten(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    train(_cfg(run, steps=16))
+    log_before = (run / "stats.bin").read_bytes()
+    # a different configuration in the same --out: one-line refusal, the run untouched
+    with pytest.raises(TrainingError) as err:
+        train(_cfg(run, steps=24, lr=0.1))
+    assert "different configuration" in str(err.value) and "lr 0.05 → 0.1" in str(err.value)
+    assert "\n" not in str(err.value) and (run / "stats.bin").read_bytes() == log_before
+    # a damaged newest checkpoint: warn and resume from the one before
+    (run / "checkpoints" / "step_00000016.pt").write_bytes(b"not a checkpoint")
+    res = train(_cfg(run, steps=24))
+    assert res.resumed_from == 8 and "unreadable checkpoint" in capsys.readouterr().err
+    # every checkpoint damaged: refuse instead of restarting over the log
+    for p in (run / "checkpoints").glob("*.pt"):
+        p.write_bytes(b"junk")
+    log_now = (run / "stats.bin").read_bytes()
+    with pytest.raises(TrainingError, match="no checkpoint can be read"):
+        train(_cfg(run, steps=32))
+    assert (run / "stats.bin").read_bytes() == log_now
+
+
+def test_deterministic_resume_restores_the_thread_count(tmp_path) -> None:
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(_cfg(ref))                                   # 1 thread (suite fixture)
+    train(_cfg(run, steps=8))                           # stops at the step-8 checkpoint
+    torch.set_num_threads(2)                            # a different environment default
+    train(_cfg(run))
+    assert torch.get_num_threads() == 1
+    assert (run / "stats.bin").read_bytes() == (ref / "stats.bin").read_bytes()
+
+
+def test_cosine_run_cannot_be_extended_silently(tmp_path) -> None:
+    run = tmp_path / "run"
+    train(_cfg(run, steps=8, schedule="cosine"))
+    with pytest.raises(TrainingError, match="steps 8 → 16"):
+        train(_cfg(run, steps=16, schedule="cosine"))
