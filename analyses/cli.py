@@ -147,6 +147,10 @@ def format_analysis(data: dict[str, Any]) -> str:
                      f"GL({m['hidden']}): W1 → M W1, W2 → W2 M⁻¹; {m['laws']} independent laws")
     if data["unknown_ops"]:
         lines.append("unknown ops (blocking): " + ", ".join(data["unknown_ops"]))
+    blocked = list(data.get("blocked", {}).items())
+    if blocked:
+        lines.append("channels without a scale/rescale symmetry, by first reason: "
+                     + "; ".join(f"{why} ({n})" for why, n in blocked[:4]) + ("; …" if len(blocked) > 4 else ""))
     for w in data["warnings"]:
         lines.append("warning: " + w)
     cert = data.get("certification")

@@ -47,6 +47,7 @@ class Analysis:
             "normalizer_eps": self.norm_eps,
             "parameters": {k: list(v) for k, v in self.param_shapes.items()},
             "warnings": self.warnings,
+            "blocked": dict(sorted(self.blocked_reasons.items(), key=lambda kv: -kv[1])),
             "symmetries": [s.to_json() for s in self.symmetries],
             "matrix_symmetries": [m.to_json() for m in self.matrix_symmetries],
         }

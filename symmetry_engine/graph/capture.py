@@ -95,9 +95,9 @@ def _make_fx_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dic
         return functional_call(model, ({**dict(zip(pnames, ps)), **dict(zip(bnames, bs))}), xs)
 
     gm = make_fx(fn, pre_dispatch=True)(list(params.values()), list(buffers.values()), *inputs)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    to_p = {placeholders[i].name: pnames[i] for i in range(len(pnames))}
-    to_b = {placeholders[len(pnames) + i].name: bnames[i] for i in range(len(bnames))}
+    graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    to_p = {graph_inputs[i].name: pnames[i] for i in range(len(pnames))}
+    to_b = {graph_inputs[len(pnames) + i].name: bnames[i] for i in range(len(bnames))}
     return gm.graph, to_p, to_b, "make_fx"
 
 

@@ -183,8 +183,7 @@ class _Pass:
         elif not self.same_layout(data, name):
             self.block_uses(data, f"{d['target']} changes the channel axis")
             return
-        if d["target"] == "aten.prelu" and tensor_arg(arg(d["args"], 1)) is not None:
-            pass  # PReLU's slope is not scaled: max(0,x)+a·min(0,x) is homogeneous in x
+        # (PReLU's slope is not a member: max(0, x) + a·min(0, x) is homogeneous in x)
         self.join(data, name, ((c, c) for c in range(lay.size)))
 
     def visit_mean(self, name: str, args: tuple, data: str | None) -> None:
