@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..symmetry import Member, Symmetry
 from .capture import CapturedGraph
@@ -20,15 +21,16 @@ class Detection:
     matrix_symmetries: list[MatrixSymmetry] = field(default_factory=list)
 
 
+@lru_cache(maxsize=None)
 def _module(key: str) -> str:
     return key.rsplit(".", 1)[0] if "." in key else key
 
 
-def merge_members(members: list[Member]) -> tuple[Member, ...]:
+def merge_members(entries: list[tuple[str, int, int, int]]) -> tuple[Member, ...]:
     """One member per (param, axis, sign), indices sorted: the form people and tools expect."""
     merged: dict[tuple[str, int | None, int], list[int]] = {}
-    for m in members:
-        merged.setdefault((m.param, m.axis, m.sign), []).extend(m.indices)
+    for param, axis, index, sign in entries:
+        merged.setdefault((param, axis, sign), []).append(index)
     out = []
     for (param, axis, sign), idx in merged.items():
         out.append(Member(param, axis, tuple(sorted(set(idx))), sign))
@@ -40,12 +42,10 @@ def detect_symmetries(cg: CapturedGraph) -> Detection:
     symmetries: list[Symmetry] = []
     for slots, producers, consumers, normalized in scaling.classes:
         members = merge_members(producers + consumers)
-        first = producers[0]
-        layer = _module(first.param)
-        single = all(len(m.indices) == 1 for m in producers) and len({m.indices for m in producers}) == 1
-        channel = first.indices[0] if single else None
-        prod_mods = sorted({_module(m.param) for m in producers})
-        cons_mods = sorted({_module(m.param) for m in consumers})
+        layer = _module(producers[0][0])
+        channel = producers[0][2] if len({e[2] for e in producers}) == 1 else None
+        prod_mods = sorted({_module(e[0]) for e in producers})
+        cons_mods = sorted({_module(e[0]) for e in consumers})
         if consumers:
             kind = "rescale"
             note = f"{', '.join(prod_mods)} → {', '.join(cons_mods)}: positively homogeneous path"
@@ -58,8 +58,5 @@ def detect_symmetries(cg: CapturedGraph) -> Detection:
         symmetries.append(Symmetry("translation", t.members, t.label, t.channel, f"shift absorbed by {target}"))
     order = {"translation": 0, "scale": 1, "rescale": 2}
     symmetries.sort(key=lambda s: (order[s.kind], s.layer, -1 if s.channel is None else s.channel))
-    reasons: dict[str, int] = {}
-    for f in scaling.facts.values():
-        for why in f.blocked[:1] + f.unscalable[:1]:
-            reasons[why] = reasons.get(why, 0) + 1
-    return Detection(symmetries, scaling.unknown_ops, max(scaling.norm_eps, default=0.0), reasons, matrix_pass(cg))
+    return Detection(symmetries, scaling.unknown_ops, max(scaling.norm_eps, default=0.0), scaling.blocked_reasons,
+                     matrix_pass(cg))

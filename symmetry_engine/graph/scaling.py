@@ -13,25 +13,20 @@ homogeneous, a consumer or a normalizer; the loss head blocks. Unknown ops block
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import prod
 from typing import Any, Iterable
 
 import networkx as nx
 from networkx.utils import UnionFind
 
-from ..symmetry import Member
 from .capture import CapturedGraph
 from .op_semantics import semantics
 
 
-@dataclass
-class SlotFacts:
-    producers: list[Member] = field(default_factory=list)
-    consumers: list[Member] = field(default_factory=list)
-    normalized: bool = False
-    blocked: list[str] = field(default_factory=list)      # a use that does not commute with scaling
-    unscalable: list[str] = field(default_factory=list)   # a source that cannot be scaled
+# A member entry before merging: (state_dict key, axis, index along it, sign). Plain tuples keep the pass
+# cheap on wide layers; detect.py turns a class's entries into merged `Member`s once.
+Entry = tuple[str, int, int, int]
 
 
 @dataclass
@@ -42,11 +37,11 @@ class Layout:
 
 @dataclass
 class ScalingResult:
-    classes: list[tuple[list[tuple[str, int]], list[Member], list[Member], bool]]
+    classes: list[tuple[list[tuple[str, int]], list[Entry], list[Entry], bool]]
     layouts: dict[str, Layout]
-    facts: dict[tuple[str, int], SlotFacts]
     unknown_ops: list[str]
     norm_eps: list[float]
+    blocked_reasons: dict[str, int]   # slots without a symmetry, by the first reason found for their tensor
 
 
 def tensor_arg(arg: Any) -> str | None:
@@ -65,9 +60,15 @@ class _Pass:
         self.g: nx.DiGraph = cg.graph
         self.uf = UnionFind()
         self.layouts: dict[str, Layout] = {}
-        self.facts: dict[tuple[str, int], SlotFacts] = defaultdict(SlotFacts)
+        # per channel slot: entries that scale it (+1) and that undo its scaling (−1); slots a normalizer absorbs
+        self.producers: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+        self.consumers: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+        self.normalized: set[tuple[str, int]] = set()
         self.unknown: list[str] = []
         self.norm_eps: list[float] = []
+        # blocking always concerns every channel of a tensor, so reasons are kept per tensor (first one wins)
+        self.blocked: dict[str, str] = {}      # a use of the tensor does not commute with scaling
+        self.unscalable: dict[str, str] = {}   # the tensor comes from a source that cannot be scaled
 
     # -- helpers -------------------------------------------------------------------------------
     def shape(self, name: str) -> tuple[int, ...] | None:
@@ -84,12 +85,12 @@ class _Pass:
         return [(name, c) for c in range(self.layouts[name].size)]
 
     def block_uses(self, name: str | None, why: str) -> None:
-        for s in self.slots(name):
-            self.facts[s].blocked.append(why)
+        if name in self.layouts:
+            self.blocked.setdefault(name, why)
 
-    def unscalable(self, name: str, why: str) -> None:
-        for s in self.slots(name):
-            self.facts[s].unscalable.append(why)
+    def mark_unscalable(self, name: str, why: str) -> None:
+        if name in self.layouts:
+            self.unscalable.setdefault(name, why)
 
     def same_layout(self, src: str, dst: str) -> bool:
         lay, shp = self.layouts.get(src), self.shape(dst)
@@ -117,7 +118,7 @@ class _Pass:
             self.block_uses(i, why)
         data = ins[0] if ins else None
         if data in self.layouts and self.same_layout(data, node):
-            self.unscalable(node, why)
+            self.mark_unscalable(node, why)
 
     # -- the pass ------------------------------------------------------------------------------
     def run(self) -> ScalingResult:
@@ -127,7 +128,7 @@ class _Pass:
                 shp = d["shape"]
                 if shp and len(shp) >= 2:
                     self.set_layout(name, 1, shp[1])
-                    self.unscalable(name, "network input")
+                    self.mark_unscalable(name, "network input")
             elif d["kind"] == "op":
                 self.visit(name, d)
             elif d["kind"] == "loss":
@@ -221,14 +222,10 @@ class _Pass:
         # output channels: produced by the weight rows (and bias entries)
         if shp is not None and out_axis is not None:
             self.set_layout(name, out_axis, shp[out_axis])
-            for c in range(shp[out_axis]):
-                f = self.facts[(name, c)]
-                if not ok:
-                    f.unscalable.append(f"{target} with shared, computed or transposed weights")
-                    continue
-                f.producers.append(Member(wkey, 0, (c,), 1))
-                if bkey is not None:
-                    f.producers.append(Member(bkey, 0, (c,), 1))
+            if not ok:
+                self.mark_unscalable(name, f"{target} with shared, computed or transposed weights")
+            else:
+                self.produce(name, wkey, bkey, 0)
         # input channels: absorbed by the weight columns
         if data in self.layouts:
             lay = self.layouts[data]
@@ -236,22 +233,26 @@ class _Pass:
                 self.block_uses(data, f"{target} cannot absorb this input scaling")
             else:
                 for c in range(lay.size):
-                    self.facts[(data, c)].consumers.append(Member(wkey, 1, (c,), -1))
+                    self.consumers[(data, c)].append((wkey, 1, c, -1))
         for extra in (w, b):  # a weight computed from activations would be a use we do not model
             if extra is not None and self.g.nodes[extra]["kind"] not in ("param",):
                 self.block_uses(extra, f"{target} uses an activation as a weight")
 
+    def produce(self, name: str, wkey: str, bkey: str | None, axis: int) -> None:
+        """Channel c of ``name`` is produced by weight[c] (and bias[c]) along ``axis``."""
+        for c in range(self.layouts[name].size):
+            prods = self.producers[(name, c)]
+            prods.append((wkey, axis, c, 1))
+            if bkey is not None:
+                prods.append((bkey, axis, c, 1))
+
     def produce_affine(self, name: str, weight: str | None, bias: str | None, why: str) -> None:
         """Output channel c of an affine normalizer is produced by γ[c] (and β[c])."""
         wkey, bkey = self.param_key(weight), self.param_key(bias)
-        for c in range(self.layouts[name].size):
-            f = self.facts[(name, c)]
-            if wkey is None or (bias is not None and bkey is None):
-                f.unscalable.append(why)
-                continue
-            f.producers.append(Member(wkey, 0, (c,), 1))
-            if bkey is not None:
-                f.producers.append(Member(bkey, 0, (c,), 1))
+        if wkey is None or (bias is not None and bkey is None):
+            self.mark_unscalable(name, why)
+        else:
+            self.produce(name, wkey, bkey, 0)
 
     def visit_channel_norm(self, name: str, d: dict, role: str) -> None:
         args = d["args"]
@@ -265,7 +266,7 @@ class _Pass:
             self.norm_eps.append(float(eps))
         if training:
             for s in self.slots(data):
-                self.facts[s].normalized = True
+                self.normalized.add(s)
         else:
             self.block_uses(data, "eval-mode normalization uses fixed statistics")
         self.produce_affine(name, tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2)), "normalizer without affine weight")
@@ -286,19 +287,14 @@ class _Pass:
             return
         slots = self.slots(data)
         for s in slots:
-            self.facts[s].normalized = True
+            self.normalized.add(s)
             self.uf.union(slots[0], s)
         w, b = tensor_arg(arg(args, 2)), tensor_arg(arg(args, 3))
         wkey, bkey = self.param_key(w), self.param_key(b)
-        waxis = lay.axis - first
-        for c in range(lay.size):
-            f = self.facts[(name, c)]
-            if wkey is None or (b is not None and bkey is None):
-                f.unscalable.append("layer_norm without affine weight")
-                continue
-            f.producers.append(Member(wkey, waxis, (c,), 1))
-            if bkey is not None:
-                f.producers.append(Member(bkey, waxis, (c,), 1))
+        if wkey is None or (b is not None and bkey is None):
+            self.mark_unscalable(name, "layer_norm without affine weight")
+        else:
+            self.produce(name, wkey, bkey, lay.axis - first)
 
     def visit_group_norm(self, name: str, d: dict) -> None:
         args = d["args"]
@@ -312,7 +308,7 @@ class _Pass:
         size = self.layouts[data].size
         per = size // int(groups)
         for c in range(size):
-            self.facts[(data, c)].normalized = True
+            self.normalized.add((data, c))
             self.uf.union((data, (c // per) * per), (data, c))
         self.produce_affine(name, tensor_arg(arg(args, 2)), tensor_arg(arg(args, 3)), "group_norm without affine weight")
 
@@ -374,20 +370,24 @@ class _Pass:
             self.fail(name, [data], "reshape that does not flatten channels into feature blocks")
 
     def collect(self) -> ScalingResult:
+        bad_roots = {self.uf[(node, c)] for node in set(self.blocked) | set(self.unscalable)
+                     for c in range(self.layouts[node].size)}
         classes = []
         for group in self.uf.to_sets():
-            slots = sorted(group)
-            facts = [self.facts[s] for s in slots if s in self.facts]
-            if any(f.blocked or f.unscalable for f in facts):
+            if self.uf[next(iter(group))] in bad_roots:
                 continue
-            producers = [m for f in facts for m in f.producers]
-            consumers = [m for f in facts for m in f.consumers]
-            normalized = any(f.normalized for f in facts)
+            slots = sorted(group)
+            producers = [e for s in slots if s in self.producers for e in self.producers[s]]
+            consumers = [e for s in slots if s in self.consumers for e in self.consumers[s]]
+            normalized = not self.normalized.isdisjoint(slots)
             if not producers or not (consumers or normalized):
                 continue
-            # every slot must be produced: a slot with neither a producer nor a joined input is unknown
             classes.append((slots, producers, consumers, normalized))
-        return ScalingResult(classes, self.layouts, dict(self.facts), sorted(set(self.unknown)), self.norm_eps)
+        reasons: dict[str, int] = {}
+        for table in (self.blocked, self.unscalable):
+            for node, why in table.items():
+                reasons[why] = reasons.get(why, 0) + self.layouts[node].size
+        return ScalingResult(classes, self.layouts, sorted(set(self.unknown)), self.norm_eps, reasons)
 
 
 def scaling_pass(cg: CapturedGraph) -> ScalingResult:
