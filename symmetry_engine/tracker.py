@@ -7,8 +7,8 @@ groups, so a Python loop per group per step would dominate training. Instead, fo
 (parameter, axis) used by any member, one float64 reduction of a stacked tensor of elementwise products
 over all other axes gives per-index sums; a precomputed (index, group, ±1) list maps them to groups with
 one ``index_add_`` per family. Records stay on the device and are copied to the host only when the log is
-flushed (every ``flush_every`` steps), so a GPU run syncs once per flush, and the memory per step is
-O(groups).
+flushed (every ``flush_every`` steps, sooner if the buffered records would pass ``max_pending_bytes``), so a
+GPU run syncs once per flush, and the memory per step is O(groups) with a fixed cap on the buffer.
 
 θ_{n+1} − θ_n (for ``D``): for ``torch.optim.SGD`` without Nesterov or ``maximize`` it is read from the
 optimizer itself — Δ = −η v_{n+1} from the momentum buffer, or Δ = −η(ĝ + λθ_n) with momentum 0 (no
@@ -78,7 +78,7 @@ class Tracker:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | os.PathLike,
                  symmetries: Sequence[Symmetry], meta: Mapping[str, Any] | None = None,
-                 flush_every: int = 50, overwrite: bool = False) -> None:
+                 flush_every: int = 50, overwrite: bool = False, max_pending_bytes: int = 8 << 20) -> None:
         self.model, self.optimizer, self.run_dir = model, optimizer, run_dir
         self.symmetries = list(symmetries)
         self.meta = dict(meta or {})
@@ -86,6 +86,8 @@ class Tracker:
         self.overwrite = overwrite
         self.step = 0
         self.record_size = record_size(self.symmetries)
+        # steps buffered before a flush: flush_every, or fewer when records are large (caps device memory)
+        self._flush_at = max(1, min(self.flush_every, int(max_pending_bytes) // (8 * self.record_size)))
         self._writer: RunWriter | None = None
         self._resume_step: int | None = None
         self._closed = False
@@ -193,7 +195,7 @@ class Tracker:
             meta["tracker"] = {"delta_source": sources, "optimizer_class": type(self.optimizer).__name__,
                                "model_class": type(self.model).__name__, "torch": torch.__version__,
                                "warnings": self._warnings, **dict(self.meta.get("tracker") or {})}
-            self._writer = RunWriter(self.run_dir, meta, self.symmetries, flush_every=self.flush_every,
+            self._writer = RunWriter(self.run_dir, meta, self.symmetries, flush_every=self._flush_at,
                                      resume_step=self._resume_step, overwrite=self.overwrite)
         return self._writer
 
@@ -314,7 +316,7 @@ class Tracker:
         self._loss = float("nan")
         self._pending.append(rec)
         self.step += 1
-        if len(self._pending) >= self.flush_every:
+        if len(self._pending) >= self._flush_at:
             self.flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------

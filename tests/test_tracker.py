@@ -365,3 +365,16 @@ def test_abort_keeps_recorded_steps_and_detaches(tmp_path):
     log = read_run(tmp_path / "r")
     assert not log.closed and list(log.steps) == [0, 1, 2, 3, 4, 5]
     assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+
+
+def test_buffered_records_are_capped_in_bytes(tmp_path):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    syms = toy_symmetries()
+    tr = Tracker(model, opt, tmp_path / "r", syms, flush_every=50, max_pending_bytes=1)  # cap below one record
+    for n, (xb, yb) in enumerate(batches(4)):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        assert (tmp_path / "r" / "stats.bin").stat().st_size == (n + 1) * 8 * tr.record_size  # flushed each step
+    tr.close()
