@@ -11,9 +11,11 @@ from pathlib import Path
 def format_evaluation(ev) -> str:
     """The text a person reads after a run: per kind, then per layer, max/median relative errors."""
     opt = ev.optimizer
+    rule = str(opt.get("rule", "?")).upper() if opt.get("rule") != "adam" else "Adam"
+    decay = "decoupled weight_decay" if opt.get("decoupled_weight_decay") else "weight_decay"
     lines = [f"run {ev.run_dir}: {ev.T} steps, dtype {ev.meta.get('dtype')}, "
-             f"SGD lr={opt.get('lr')} momentum={opt.get('momentum')} dampening={opt.get('dampening')} "
-             f"nesterov={opt.get('nesterov')} weight_decay={opt.get('weight_decay')}",
+             f"{rule} lr={opt.get('lr')} momentum={opt.get('momentum')} dampening={opt.get('dampening')} "
+             f"nesterov={opt.get('nesterov')} {decay}={opt.get('weight_decay')}",
              "relative error = max over steps |measured − predicted| / max over steps of the group's size",
              "breaking = drift the symmetry forbids (from the recorded <g, xi>), on the same scale",
              f"{'kind':<12} {'groups':>7} {'exact max':>11} {'exact med':>11} {'contin. max':>12} {'contin. med':>12}"

@@ -57,7 +57,7 @@ def optimizer_config(optimizer: torch.optim.Optimizer, group: Mapping[str, Any])
     cls = type(optimizer).__name__.lower()
     lr = group.get("initial_lr", group.get("lr", float("nan")))
     return {
-        "rule": cls,
+        "rule": "adam" if cls == "adamw" else cls,   # AdamW is Adam with decoupled weight decay
         "lr": float(lr),
         "momentum": float(group.get("momentum", 0.0)),
         "dampening": float(group.get("dampening", 0.0)),

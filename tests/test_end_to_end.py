@@ -116,3 +116,21 @@ def test_breaking_measure_matches_recorded_gradient_constraint(tmp_path) -> None
         np.testing.assert_allclose(got, drift / norm, rtol=1e-12, atol=0)
     # float32 round-off breaks BN's bias translation symmetry measurably; BN's eps breaks scale symmetry
     assert ev.summary["translation"]["breaking"]["max"] > 0 and ev.summary["scale"]["breaking"]["max"] > 0
+
+
+def test_adamw_run_is_recorded_as_adam_with_decoupled_decay_and_explains_missing_laws(tmp_path) -> None:
+    """Regression: AdamW was recorded as rule 'adamw', which the laws did not know ('unknown optimizer rule')."""
+    torch.manual_seed(0)
+    model, _ = build_model("vgg11_bn", num_classes=10, input_shape=(3, 32, 32), width=1 / 16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-2)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    tracker = nm.track(model, opt, tmp_path / "adamw", example_inputs=x[:2])
+    for _ in range(4):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    tracker.close()
+    ev = nm.evaluate_run(tmp_path / "adamw")
+    assert ev.optimizer["rule"] == "adam" and ev.optimizer["decoupled_weight_decay"] is True
+    assert "no closed exact law" in ev.prediction_errors["scale/exact"] and "AdamW" in ev.prediction_errors["scale/exact"]
+    assert all(g.err_exact != g.err_exact for g in ev.groups)      # NaN: no prediction, said so, not invented
