@@ -6,6 +6,19 @@ GroupNorm / LayerNorm over (C, H, W) (constant across the normalized set). Shift
 bias (constant everywhere) or, for a Linear whose output features are the absorbed axis, from one weight
 column (adds α·h_j to every feature of a sample). Between producer and absorber only shift-equivariant,
 single-use ops are allowed (identity, max pooling, average pooling without zero padding).
+
+Two further cases, both built from per-channel bias shifts:
+
+* *Further upstream of a per-channel normalizer* (train-mode BatchNorm / InstanceNorm): a shift α·e_j of
+  entry j of an earlier bias, passed through a Linear (or a convolution without zero padding, which maps
+  a spatially constant input to a spatially constant output), arrives as the per-channel constant
+  α·W e_j, which the normalizer removes. So every entry of that earlier bias is a translation group, for
+  each layer of such a chain. A zero-padded convolution does not keep the shift constant near the border.
+* *Biases meeting at a sum*: when two or more per-channel biases (of Linear/Conv layers or of affine
+  normalizers) reach one residual add (or sub) through single-use, shift-equivariant ops that keep the
+  channel axis, moving α from one to another leaves the sum unchanged: per channel c, the first bias
+  entry with sign +1 against each other one with the sign that cancels it. Other contributors to the sum
+  (a ReLU output, the input) do not matter: their values do not move.
 """
 
 from __future__ import annotations
@@ -61,6 +74,157 @@ def _producer_of(cg: CapturedGraph, start: str | None) -> str | None:
     return None
 
 
+def _single_use(cg: CapturedGraph, node: str) -> bool:
+    """One user, which takes it as one argument (``h + h`` uses ``h`` twice through one edge)."""
+    g = cg.graph
+    if g.out_degree(node) != 1:
+        return False
+    (user,) = g.successors(node)
+    return len(g.edges[node, user]["pos"]) == 1
+
+
+_NORM_BIAS_ARG = {"batch_norm": 2, "instance_norm": 2, "group_norm": 3, "layer_norm": 3}
+
+
+def _bias_source(cg: CapturedGraph, node: str | None) -> tuple[str, int] | None:
+    """``(bias key, channel axis)`` when ``node`` adds its own per-channel bias (Linear/Conv bias, or β of
+    an affine normalizer whose β is one entry per channel), else None."""
+    if node is None or cg.graph.nodes[node]["kind"] != "op":
+        return None
+    d = cg.graph.nodes[node]
+    role, args, shp = semantics(d["target"]).role, d["args"], d["shape"]
+    if not shp:
+        return None
+    if role == "affine":
+        bkey, axis = _param(cg, tensor_arg(arg(args, 2))), (len(shp) - 1 if d["target"] == "aten.linear" else 1)
+    elif role in _NORM_BIAS_ARG:
+        bkey, axis = _param(cg, tensor_arg(arg(args, _NORM_BIAS_ARG[role]))), 1
+        if role == "layer_norm":
+            if len(arg(args, 1) or []) != 1:
+                return None  # β over (C, H, W) is per position, not per channel
+            axis = len(shp) - 1
+    else:
+        return None
+    if bkey is None or len(shp) < 2 or cg.param_shapes[bkey] != (shp[axis],):
+        return None
+    return bkey, axis
+
+
+def _walk_back(cg: CapturedGraph, start: str | None, channel_axis_one: bool) -> str | None:
+    """From a tensor, back through single-use shift-equivariant ops (channel-keeping ones when the channel
+    axis may not be 1) to the op that made it; None when a use or an op on the way breaks the shift."""
+    node = start
+    while node is not None:
+        d = cg.graph.nodes[node]
+        if d["kind"] != "op" or not _single_use(cg, node):
+            return None
+        if not (_shift_equivariant(cg, node) and semantics(d["target"]).role != "mean"):
+            return node
+        if not channel_axis_one and semantics(d["target"]).role == "pool":
+            return None
+        node = tensor_arg(d["args"][0])
+    return None
+
+
+def _passes_constant(cg: CapturedGraph, node: str) -> bool:
+    """A Linear, or a non-transposed convolution without zero padding: maps an input shift that is constant
+    along every non-feature axis to an output shift constant along them (α·W e_j per output channel)."""
+    d = cg.graph.nodes[node]
+    args = d["args"]
+    weight = tensor_arg(arg(args, 1))
+    if weight is None or cg.graph.nodes[weight]["kind"] != "param":
+        return False  # a weight computed from activations could move with the shift
+    if d["target"] == "aten.linear":
+        return True
+    if d["target"] not in ("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.convolution"):
+        return False
+    if d["target"] == "aten.convolution" and arg(args, 6, False):
+        return False
+    padding = arg(args, 4, 0)
+    pads = padding if isinstance(padding, (list, tuple)) else [padding]
+    return all(p == 0 or p == "valid" for p in pads)
+
+
+def _upstream_groups(cg: CapturedGraph, first: str | None, absorber: str) -> list[TranslationGroup]:
+    """Per-entry groups of the biases that reach ``first`` (the layer right before a per-channel
+    normalizer) through chains of Linear / unpadded convolutions and shift-equivariant single-use ops."""
+    out: list[TranslationGroup] = []
+    node = first
+    while node is not None and _passes_constant(cg, node):
+        d = cg.graph.nodes[node]
+        data = tensor_arg(arg(d["args"], 0))
+        lin = d["target"] == "aten.linear"
+        in_shape = cg.graph.nodes[data]["shape"] if data is not None else None
+        if not in_shape or len(in_shape) < 2:
+            return out
+        up = _walk_back(cg, data, channel_axis_one=not lin)
+        src = _bias_source(cg, up)
+        if src is not None and src[1] == (len(in_shape) - 1 if lin else 1):
+            bkey = src[0]
+            out += [TranslationGroup((Member(bkey, 0, (j,), 1),), up, bkey, j, absorber)
+                    for j in range(cg.param_shapes[bkey][0])]
+        node = up if up is not None and semantics(cg.graph.nodes[up]["target"]).role == "affine" else None
+    return out
+
+
+def _plain_sum(cg: CapturedGraph, node: str) -> bool:
+    """``a + b`` or ``a - b`` of two tensors of the output's shape (no ``alpha``, no broadcasting)."""
+    d = cg.graph.nodes[node]
+    if d["kind"] != "op" or semantics(d["target"]).role not in ("add", "sub") or len(d["args"]) != 2:
+        return False
+    if d.get("kwargs", {}).get("alpha", 1) != 1:
+        return False
+    ops = [tensor_arg(a) for a in d["args"]]
+    return all(o is not None and cg.graph.nodes[o]["shape"] == d["shape"] for o in ops) and ops[0] != ops[1]
+
+
+def _sum_groups(cg: CapturedGraph) -> list[TranslationGroup]:
+    """Pair translations of biases meeting at a sum; nested single-use sums count as one sum."""
+    found: dict[str, list[tuple[str, int, int]]] = {}   # sum node → (bias key, ±1 the sum sees, channel axis)
+    inner: set[str] = set()
+    for top in (n for n in cg.graph.nodes if _plain_sum(cg, n)):
+        shape, terms = cg.graph.nodes[top]["shape"], []
+        stack = [(top, 1)]
+        while stack:
+            node, sign = stack.pop()
+            d = cg.graph.nodes[node]
+            for i, operand in enumerate(tensor_arg(a) for a in d["args"]):
+                s = -sign if (semantics(d["target"]).role == "sub" and i == 1) else sign
+                up = _walk_back(cg, operand, channel_axis_one=True)
+                if up is not None and _plain_sum(cg, up):
+                    inner.add(up)
+                    stack.append((up, s))
+                    continue
+                src = _bias_source(cg, up)
+                if src is None:
+                    continue  # a contributor without a bias of its own: its value does not move
+                pooled = any(semantics(cg.graph.nodes[p]["target"]).role == "pool" for p in _path(cg, operand, up))
+                if (src[1] != 1 and pooled) or cg.param_shapes[src[0]][0] != shape[src[1]]:
+                    continue  # a pool over the trailing axes would mix the channels of a Linear's output
+                terms.append((src[0], s, src[1]))
+        found[top] = terms
+    out: list[TranslationGroup] = []
+    for top, terms in found.items():
+        if top in inner:
+            continue
+        for axis in sorted({a for _, _, a in terms}):
+            same = [(k, s) for k, s, a in terms if a == axis]
+            (k0, s0), rest = same[0], same[1:]
+            for k, s in rest:
+                out += [TranslationGroup((Member(k0, 0, (c,), 1), Member(k, 0, (c,), -s0 * s)), top, k, c, top)
+                        for c in range(cg.param_shapes[k0][0])]
+    return out
+
+
+def _path(cg: CapturedGraph, start: str | None, end: str) -> list[str]:
+    """The ops from ``start`` back to (not including) ``end`` along argument 0."""
+    out, node = [], start
+    while node is not None and node != end:
+        out.append(node)
+        node = tensor_arg(cg.graph.nodes[node]["args"][0])
+    return out
+
+
 def _param(cg: CapturedGraph, node: str | None) -> str | None:
     if node is None or cg.graph.nodes[node]["kind"] != "param" or cg.graph.out_degree(node) != 1:
         return None
@@ -78,7 +242,12 @@ def translation_pass(cg: CapturedGraph) -> list[TranslationGroup]:
             if shp is not None and len(shp) == 2:
                 groups += _groups(cg, _producer_of(cg, data), name, columns=True, channel_groups=None)
         elif role in ("batch_norm", "instance_norm") and bool(arg(args, 5, False)):
-            groups += _groups(cg, _producer_of(cg, data), name, columns=False, channel_groups="each")
+            prod = _producer_of(cg, data)
+            groups += _groups(cg, prod, name, columns=False, channel_groups="each")
+            if prod is not None:
+                lin = cg.graph.nodes[prod]["target"] == "aten.linear"
+                if (lin and role == "batch_norm" and len(cg.graph.nodes[prod]["shape"] or ()) == 2) or not lin:
+                    groups += _upstream_groups(cg, prod, name)
         elif role == "group_norm":
             groups += _groups(cg, _producer_of(cg, data), name, columns=False, channel_groups=int(arg(args, 1)))
         elif role == "layer_norm":
@@ -94,7 +263,7 @@ def translation_pass(cg: CapturedGraph) -> list[TranslationGroup]:
                 groups += _groups(cg, prod_node, name, columns=True, channel_groups=None)
             elif not is_linear and len(nshape) == len(shp) - 1:
                 groups += _groups(cg, prod_node, name, columns=False, channel_groups=None)
-    return groups
+    return groups + _sum_groups(cg)
 
 
 def _groups(cg: CapturedGraph, producer: str | None, absorber: str, columns: bool, channel_groups) -> list[TranslationGroup]:
