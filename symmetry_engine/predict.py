@@ -101,13 +101,20 @@ def _prepare(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray) -> tup
     return lrs, x.shape[1]
 
 
-def predict_exact(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
-                  opt: OptimizerConfig) -> np.ndarray:
-    """Exact discrete law, free-running from row 0: [T+1, G] predicted ``s`` or ``N``."""
+def _closed_rule(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray, opt: OptimizerConfig,
+                 why_not: str) -> tuple[np.ndarray, int, RuleSpec]:
+    """Checked inputs and the rule's structure; ``why_not`` says what is missing for a non-linear rule."""
     lrs, G = _prepare(kind, stats, lrs)
     spec = opt.rule_spec()
     if not spec.closed:
-        raise LawUnavailable(f"{spec.describe()}: no closed exact law; only N_(n+1) = N_n + 2U_n + D_n holds")
+        raise LawUnavailable(f"{spec.describe()}: {why_not}")
+    return lrs, G, spec
+
+
+def predict_exact(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
+                  opt: OptimizerConfig) -> np.ndarray:
+    """Exact discrete law, free-running from row 0: [T+1, G] predicted ``s`` or ``N``."""
+    lrs, G, spec = _closed_rule(kind, stats, lrs, opt, "no closed exact law; only N_(n+1) = N_n + 2U_n + D_n holds")
     if opt.nesterov and opt.momentum < NESTEROV_MIN_MOMENTUM:
         # the Nesterov state form eliminates an unrecorded inner product through D/β; it is accurate down to
         # β ~ 1e-200 (tested) but products with 1/β overflow float64 near the subnormal range
@@ -200,10 +207,7 @@ def _oscillator_segment(z: np.ndarray, f: np.ndarray, Phi: np.ndarray, Gam: np.n
 def predict_continuous(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
                        opt: OptimizerConfig) -> np.ndarray:
     """The paper's continuous dynamics (theory.md §4), [T+1, G]; see the module doc for schedules."""
-    lrs, G = _prepare(kind, stats, lrs)
-    spec = opt.rule_spec()
-    if not spec.closed:
-        raise LawUnavailable(f"{spec.describe()}: the update is not linear in the gradient; no continuous law")
+    lrs, G, spec = _closed_rule(kind, stats, lrs, opt, "the update is not linear in the gradient; no continuous law")
     coeffs = _continuous_coeffs(kind, spec)
     p = (opt.weight_decay, opt.momentum, opt.dampening)
     T = lrs.shape[0]

@@ -157,24 +157,21 @@ class MatrixLaws:
     required: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
 
-    def latex(self) -> dict[str, str]:
-        out = {"identity": law_latex(stat("C", "n+1"), self.identity)}
+    def _sections(self, fmt) -> dict[str, str]:
+        out = {"identity": fmt(stat("C", "n+1"), self.identity)}
         if self.law is not None:
-            out["law"] = law_latex(stat("C", "n+1"), self.law)
+            out["law"] = fmt(stat("C", "n+1"), self.law)
         if self.u_step is not None:
-            out["U_first"] = law_latex(stat("U", "0"), at_first_step(self.u_first))
-            out["U"] = law_latex(stat("U"), self.u_step)
+            out["U_first"] = fmt(stat("U", "0"), at_first_step(self.u_first))
+            out["U"] = fmt(stat("U"), self.u_step)
         out["required_statistics"] = ", ".join(self.required)
         return out
 
+    def latex(self) -> dict[str, str]:
+        return self._sections(law_latex)
+
     def text(self) -> dict[str, str]:
-        out = {"identity": law_text(stat("C", "n+1"), self.identity)}
-        if self.law is not None:
-            out["law"] = law_text(stat("C", "n+1"), self.law)
-        if self.u_step is not None:
-            out["U_first"] = law_text(stat("U", "0"), at_first_step(self.u_first))
-            out["U"] = law_text(stat("U"), self.u_step)
-        return {**out, "required_statistics": ", ".join(self.required), **self.notes}
+        return {**self._sections(law_text), **self.notes}
 
 
 def _buffer_in_terms_of_steps(spec: RuleSpec) -> Vec:
