@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_tracker import MOMENTUM, Tracker, batches, make_model, toy_symmetries  # noqa: E402
+from .test_tracker import MOMENTUM, Tracker, batches, make_model, toy_symmetries
 
 from symmetry_engine.evaluate import evaluate_run, state_quantities  # noqa: E402
 from symmetry_engine.runlog import RunLogError  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from symmetry_engine.predict import LawUnavailable, OptimizerConfig, predict_continuous, predict_exact
-from test_predict_exact import Toy, rel_error, simulate
+from .test_predict_exact import Toy, rel_error, simulate
 
 
 def measured_order(kind: str, momentum: float, lam: float, etas: list[float], horizon: float = 2.0) -> tuple[float, list[float]]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_evaluate import run_with_checkpoints  # noqa: E402
-from test_tracker import MOMENTUM, toy_symmetries  # noqa: E402
+from .test_evaluate import run_with_checkpoints
+from .test_tracker import MOMENTUM, toy_symmetries
 
 from analyses.figures import pick_groups, pick_layer  # noqa: E402
 from analyses.report import render_markdown, write_report  # noqa: E402
@@ -43,7 +40,7 @@ def test_report_files_and_contents(tmp_path):
 
 def test_panels_follow_the_kinds_present(tmp_path):
     """A run with only scale groups gets a one-panel Figure 5 (narrower image)."""
-    from test_tracker import batches, make_model
+    from .test_tracker import batches, make_model
     import torch.nn.functional as F
     from symmetry_engine.tracker import Tracker
 
