@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
-_SOURCES = ("symmetry_engine/symmetry.py", "symmetry_engine/graph", "symmetry_engine/certify.py",
-            "symmetry_engine/analyze.py", "model_zoo")
+_SOURCES = ("symmetry_engine/symmetry.py", "symmetry_engine/graph", "model_zoo")
 
 
 def cache_dir() -> Path:

@@ -75,7 +75,7 @@ def load_model(args: argparse.Namespace):
 
 
 def _optimizer_config(args: argparse.Namespace):
-    from symmetry_engine.predict import OptimizerConfig
+    from symmetry_engine.numeric.predict import OptimizerConfig
 
     return OptimizerConfig(rule="sgd", lr=args.lr, momentum=args.momentum, dampening=args.dampening,
                            nesterov=args.nesterov, weight_decay=args.weight_decay,
@@ -102,7 +102,7 @@ def cached_analysis(args: argparse.Namespace, certify: bool, before_store: Calla
     data = analysis_cache.load(key)
     if data is not None:
         return data
-    from symmetry_engine.analyze import analyze
+    from symmetry_engine.graph.analysis import analyze
 
     model, _, example = load_model(args)
     result = analyze(model, example, loss=args.loss, certify_symmetries=certify,

@@ -40,7 +40,7 @@ def format_evaluation(ev) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from symmetry_engine.evaluate import evaluate_run
+    from symmetry_engine.numeric.evaluate import evaluate_run
 
     ev = evaluate_run(args.run_dir, checkpoints=not args.no_checkpoints)
     if args.json:
@@ -53,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from analyses.report import write_report
-    from symmetry_engine.evaluate import evaluate_run
+    from symmetry_engine.numeric.evaluate import evaluate_run
 
     ev = evaluate_run(args.run_dir)
     path = write_report(ev, args.out or Path(args.run_dir) / "report")
@@ -73,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from analyses.report import write_report
     from model_zoo.presets import preset
     from model_zoo.training import TrainConfig, train
-    from symmetry_engine.evaluate import evaluate_run
+    from symmetry_engine.numeric.evaluate import evaluate_run
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from symmetry_engine.evaluate import Evaluation, KindSeries  # noqa: E402
+from symmetry_engine.numeric.evaluate import Evaluation, KindSeries  # noqa: E402
 from symmetry_engine.symmetry import Symmetry  # noqa: E402
 
 TITLES = {"translation": "translation: column sums", "scale": "scale: squared channel norms",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 
-from symmetry_engine.predict import OptimizerConfig
+from symmetry_engine.numeric.predict import OptimizerConfig
 from symmetry_engine.symbolic import derive_laws
 from symmetry_engine.symbolic.modified import H_STEP
 from symmetry_engine.symbolic.optimizers import BETA, DAMP, LAM

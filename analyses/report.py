@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from symmetry_engine.evaluate import Evaluation
-from symmetry_engine.runlog import write_json_atomic
+from symmetry_engine.numeric.evaluate import Evaluation
+from symmetry_engine.numeric.runlog import write_json_atomic
 
 from .figures import write_figures
 
@@ -105,7 +105,7 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
         for f in figures:
             lines += [f"![{f.stem}]({f.name})", ""]
     lines += ["", "## Re-run", "", "```sh", f"nmech evaluate {ev.run_dir}", "```", "", "or in Python:", "",
-              "```python", "from symmetry_engine.evaluate import evaluate_run",
+              "```python", "from symmetry_engine.numeric.evaluate import evaluate_run",
               "from analyses.report import write_report", f"ev = evaluate_run({str(ev.run_dir)!r})",
               f"write_report(ev, {str(Path(ev.run_dir) / 'report')!r})", "```", ""]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ SIZES = {"quick": dict(width=0.125, repeats=1), "full": dict(width=0.25, repeats
 
 
 def run(quick: bool) -> dict:
-    from symmetry_engine.analyze import analyze
+    from symmetry_engine.graph.analysis import analyze
 
     cfg = SIZES["quick" if quick else "full"]
     torch.manual_seed(0)

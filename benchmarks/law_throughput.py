@@ -49,7 +49,7 @@ def schedule(T: int) -> np.ndarray:
 
 
 def run(quick: bool) -> dict:
-    from symmetry_engine.predict import OptimizerConfig, predict_continuous, predict_exact
+    from symmetry_engine.numeric.predict import OptimizerConfig, predict_continuous, predict_exact
 
     cfg = SIZES["quick" if quick else "full"]
     T, G = cfg["T"], cfg["G"]

@@ -68,9 +68,9 @@ def tracker_memory(tr, model, opt) -> tuple[int, int]:
 
 
 def run(quick: bool) -> dict:
-    from symmetry_engine.analyze import analyze
-    from symmetry_engine.runlog import STATS_FILE
-    from symmetry_engine.tracker import Tracker
+    from symmetry_engine.graph.analysis import analyze
+    from symmetry_engine.numeric.runlog import STATS_FILE
+    from symmetry_engine.numeric.tracker import Tracker
 
     cfg = SIZES["quick" if quick else "full"]
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """The training loop that produces tracked runs: config, schedules, checkpoints, exact resume.
 
 ``train(TrainConfig(...))`` builds the model and data, attaches the symmetry tracker
-(``symmetry_engine.tracker``) to a ``torch.optim.SGD`` optimizer and writes the run directory of
+(``symmetry_engine.numeric.tracker``) to a ``torch.optim.SGD`` optimizer and writes the run directory of
 docs/architecture.md: ``run.json`` + ``stats.bin`` (by the tracker, with this run's ``model`` and
 ``train`` info added to the meta), ``checkpoints/step_<8-digit step>.pt`` and ``eval.jsonl`` (one line per
 evaluation pass).
@@ -282,7 +282,7 @@ def _truncate_eval(out: Path, step: int) -> None:
 
 
 def _symmetries(model: torch.nn.Module, example: torch.Tensor, loss: str) -> list:
-    from symmetry_engine.analyze import analyze
+    from symmetry_engine.graph.analysis import analyze
 
     return list(analyze(model, example, loss=loss).symmetries)
 
@@ -327,7 +327,7 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
         return RunResult(out, total, start, float("nan"), test[0], test[1], list_checkpoints(out), time.time() - t0)
     tracker = None
     if cfg.track:
-        from symmetry_engine.tracker import Tracker
+        from symmetry_engine.numeric.tracker import Tracker
 
         if symmetries is None:
             x0 = torch.stack([data.train[i][0] for i in range(min(4, len(data.train)))]).to(device, dtype)

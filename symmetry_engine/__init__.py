@@ -12,14 +12,14 @@ from typing import Any
 from .symmetry import KINDS, Member, Symmetry, apply_action, canonical_form, count_by_kind
 
 _LAZY = {
-    "analyze": ("symmetry_engine.analyze", "analyze"),
-    "Analysis": ("symmetry_engine.analyze", "Analysis"),
-    "certify": ("symmetry_engine.certify", "certify"),
-    "track": ("symmetry_engine.tracker", "track"),
-    "Tracker": ("symmetry_engine.tracker", "Tracker"),
-    "evaluate_run": ("symmetry_engine.evaluate", "evaluate_run"),
-    "read_run": ("symmetry_engine.runlog", "read_run"),
-    "OptimizerConfig": ("symmetry_engine.predict", "OptimizerConfig"),
+    "analyze": ("symmetry_engine.graph.analysis", "analyze"),
+    "Analysis": ("symmetry_engine.graph.analysis", "Analysis"),
+    "certify": ("symmetry_engine.graph.certify", "certify"),
+    "track": ("symmetry_engine.numeric.tracker", "track"),
+    "Tracker": ("symmetry_engine.numeric.tracker", "Tracker"),
+    "evaluate_run": ("symmetry_engine.numeric.evaluate", "evaluate_run"),
+    "read_run": ("symmetry_engine.numeric.runlog", "read_run"),
+    "OptimizerConfig": ("symmetry_engine.numeric.predict", "OptimizerConfig"),
 }
 
 

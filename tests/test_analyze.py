@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from symmetry_engine import Member, apply_action, canonical_form
-from symmetry_engine.analyze import analyze
-from symmetry_engine.certify import GRAD_TOL, LOSS_TOL
+from symmetry_engine.graph.analysis import analyze
+from symmetry_engine.graph.certify import GRAD_TOL, LOSS_TOL
 
 
 def expected_counts_sequential(model: nn.Module, loss: str = "cross_entropy") -> dict[str, int]:
@@ -155,7 +155,7 @@ def test_certificates_hold_and_tolerances_are_met_on_vgg_bn() -> None:
 
 def test_certification_catches_a_wrong_symmetry() -> None:
     from symmetry_engine import Symmetry
-    from symmetry_engine.certify import certify
+    from symmetry_engine.graph.certify import certify
 
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
     wrong = Symmetry("rescale", (Member("0.weight", 0, (1,), 1), Member("0.bias", 0, (1,), 1), Member("2.weight", 1, (1,), -1)), "0", 1)
@@ -186,3 +186,20 @@ def test_gl_pairs_are_reported_and_certified() -> None:
     assert result.to_json()["matrix_symmetries"][0]["laws"] == 10
     # a ReLU between the layers removes it
     assert analyze(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)), torch.randn(3, 6)).matrix_symmetries == []
+
+
+def test_top_level_names_stay_functions_after_any_import():
+    """Regression: `symmetry_engine.analyze` was a submodule, so once imported it shadowed the function
+    and a second `nm.analyze(m, x)` failed with "'module' object is not callable"."""
+    import importlib
+
+    import symmetry_engine as nm
+
+    for module in ("symmetry_engine.graph.analysis", "symmetry_engine.graph.certify",
+                   "symmetry_engine.numeric.tracker", "symmetry_engine.numeric.evaluate"):
+        importlib.import_module(module)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    x = torch.randn(2, 4)
+    for _ in range(2):
+        assert callable(nm.analyze) and callable(nm.certify) and callable(nm.track)
+        assert nm.analyze(model, x).counts["translation"] == 5

@@ -1,4 +1,4 @@
-"""Completeness of the analyzer against the model itself (symmetry_engine.probe).
+"""Completeness of the analyzer against the model itself (symmetry_engine.graph.probe).
 
 Soundness is tested elsewhere (every reported symmetry certifies) and the random-architecture oracle shares
 the conventions' blind spots; here elementary candidate symmetries are derived from the model alone,
@@ -14,8 +14,8 @@ from torch import nn
 from model_zoo import build_model
 from model_zoo.random_arch import random_architecture
 from symmetry_engine import canonical_form
-from symmetry_engine.analyze import analyze
-from symmetry_engine.probe import probe
+from symmetry_engine.graph.analysis import analyze
+from symmetry_engine.graph.probe import probe
 
 ZOO = [
     ("vgg11_bn", {"width": 1 / 16}, (3, 32, 32)),

@@ -102,7 +102,7 @@ def test_breaking_measure_matches_recorded_gradient_constraint(tmp_path) -> None
     or 2Q (scale/rescale): compare with an independent computation on the raw log."""
     import numpy as np
 
-    from symmetry_engine.runlog import read_run
+    from symmetry_engine.numeric.runlog import read_run
 
     run = _train(tmp_path, "vgg16_bn", torch.float32, steps=20)
     ev, log = nm.evaluate_run(run, checkpoints=False), read_run(run)

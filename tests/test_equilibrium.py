@@ -11,7 +11,7 @@ from torch import nn
 
 import symmetry_engine as nm
 from symmetry_engine import Member, Symmetry
-from symmetry_engine.equilibrium import angular_updates
+from symmetry_engine.numeric.equilibrium import angular_updates
 
 
 def _model() -> nn.Module:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from .test_tracker import MOMENTUM, Tracker, batches, make_model, toy_symmetries
 
-from symmetry_engine.evaluate import evaluate_run, state_quantities  # noqa: E402
-from symmetry_engine.runlog import RunLogError  # noqa: E402
+from symmetry_engine.numeric.evaluate import evaluate_run, state_quantities  # noqa: E402
+from symmetry_engine.numeric.runlog import RunLogError  # noqa: E402
 
 
 def run_with_checkpoints(run_dir: Path, opt_kw: dict, n_steps: int, dtype=torch.float64, every: int = 10,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from symmetry_engine.predict import LawUnavailable, OptimizerConfig, predict_continuous, predict_exact
+from symmetry_engine.numeric.predict import LawUnavailable, OptimizerConfig, predict_continuous, predict_exact
 from .test_predict_exact import Toy, rel_error, simulate
 
 

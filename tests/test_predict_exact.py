@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from symmetry_engine.predict import (NESTEROV_MIN_MOMENTUM, LawUnavailable, OptimizerConfig, predict_exact, quantity_column,
+from symmetry_engine.numeric.predict import (NESTEROV_MIN_MOMENTUM, LawUnavailable, OptimizerConfig, predict_exact, quantity_column,
                                      required_columns, scale_column)
 
 

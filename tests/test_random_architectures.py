@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from model_zoo.random_arch import ALL_ACTIVATIONS, ALL_NORMS, random_architecture
 from symmetry_engine import canonical_form
-from symmetry_engine.analyze import analyze
+from symmetry_engine.graph.analysis import analyze
 
 
 def _diff(arch, certify: bool = False):

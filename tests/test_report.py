@@ -12,8 +12,8 @@ from .test_tracker import MOMENTUM, toy_symmetries
 
 from analyses.figures import pick_groups, pick_layer  # noqa: E402
 from analyses.report import render_markdown, write_report  # noqa: E402
-from symmetry_engine.evaluate import evaluate_run  # noqa: E402
-from symmetry_engine.runlog import RunWriter, record_size  # noqa: E402
+from symmetry_engine.numeric.evaluate import evaluate_run  # noqa: E402
+from symmetry_engine.numeric.runlog import RunWriter, record_size  # noqa: E402
 from symmetry_engine.symmetry import Member, Symmetry  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def test_panels_follow_the_kinds_present(tmp_path):
     """A run with only scale groups gets a one-panel Figure 5 (narrower image)."""
     from .test_tracker import batches, make_model
     import torch.nn.functional as F
-    from symmetry_engine.tracker import Tracker
+    from symmetry_engine.numeric.tracker import Tracker
 
     syms = [s for s in toy_symmetries() if s.kind == "scale"]
     model = make_model()

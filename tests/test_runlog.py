@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from symmetry_engine.runlog import (FORMAT, RunLogError, RunWriter, block_offsets, read_run, record_size)
+from symmetry_engine.numeric.runlog import (FORMAT, RunLogError, RunWriter, block_offsets, read_run, record_size)
 from symmetry_engine.symmetry import Member, Symmetry
 
 SYMS = [

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import sympy as sp
 
 from analyses.laws_text import render_laws
-from symmetry_engine.predict import OptimizerConfig
+from symmetry_engine.numeric.predict import OptimizerConfig
 from symmetry_engine.symbolic import BilinearForm, Vec, derive_laws, RuleSpec
 
 KINDS = ["translation", "scale", "rescale"]
@@ -57,22 +56,22 @@ def test_laws_are_cached_per_structure():
     assert derive_laws("scale", RuleSpec(momentum=True)) is a
 
 
-def test_cold_start_render_time():
-    code = ("import time; t=time.perf_counter(); from analyses.laws_text import render_laws; "
-            "from symmetry_engine.predict import OptimizerConfig; "
-            "render_laws(['translation','scale','rescale'], OptimizerConfig(lr=0.1, momentum=0.9, "
-            "weight_decay=5e-4), 'latex'); print(time.perf_counter()-t)")
-    t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    wall = time.perf_counter() - t0
+def test_cold_start_render_imports_no_torch():
+    """Rendering laws from a fresh process needs only the symbolic engine (its start-up time is measured in
+    benchmarks/, never asserted here: a wall-clock assertion fails on a loaded machine)."""
+    code = ("import sys; from analyses.laws_text import render_laws; "
+            "from symmetry_engine.numeric.predict import OptimizerConfig; "
+            "out = render_laws(['translation','scale','rescale'], OptimizerConfig(lr=0.1, momentum=0.9, "
+            "weight_decay=5e-4), 'latex'); assert 'torch' not in sys.modules, 'torch imported'; print(len(out))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert wall < 5.0  # budget ~1.5 s on an idle machine; generous here because CI machines are shared
+    assert int(out.stdout.strip()) > 500
 
 
 def test_text_format_is_unicode_and_keeps_subscript_grouping():
     """Regression: the text form printed raw LaTeX, and dropping braces turned N_{n+1} into N_n+1."""
     from analyses.laws_text import render_laws
-    from symmetry_engine.predict import OptimizerConfig
+    from symmetry_engine.numeric.predict import OptimizerConfig
 
     text = render_laws(["scale", "rescale"], OptimizerConfig(lr=0.1, momentum=0.9, weight_decay=5e-4), "text")
     assert "\\" not in text and "{" not in text

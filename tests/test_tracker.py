@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from symmetry_engine.runlog import read_run
+from symmetry_engine.numeric.runlog import read_run
 from symmetry_engine.symmetry import Member, Symmetry
-from symmetry_engine.tracker import Tracker, track
+from symmetry_engine.numeric.tracker import Tracker, track
 
 HW = 4
 

@@ -169,7 +169,7 @@ def test_checkpoints_load_safely_and_agree_with_the_log(tmp_path) -> None:
     import torch
 
     from model_zoo.training import TrainConfig, list_checkpoints, train
-    from symmetry_engine.evaluate import evaluate_run
+    from symmetry_engine.numeric.evaluate import evaluate_run
 
     cfg = TrainConfig(model="vgg16_bn", model_kwargs={"width": 0.0625}, dataset="digits", input_size=32, batch_size=16,
                       steps=6, lr=0.05, momentum=0.9, weight_decay=5e-4, checkpoint_every=3, out=str(tmp_path / "run"),

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from symmetry_engine import Member, Symmetry, canonical_form
-from symmetry_engine.analyze import analyze
-from symmetry_engine.certify import certify
+from symmetry_engine.graph.analysis import analyze
+from symmetry_engine.graph.certify import certify
 
 
 def _translations(model: nn.Module, shape: tuple[int, ...]) -> tuple[set, dict]:

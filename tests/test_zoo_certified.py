@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model_zoo import build_model
-from symmetry_engine.analyze import analyze
+from symmetry_engine.graph.analysis import analyze
 
 from .test_analyze import expected_counts_sequential
 from .test_zoo_models import CASES

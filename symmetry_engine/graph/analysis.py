@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from .certify import GRAD_TOL, LOSS_TOL, Certificate, certify, certify_matrix
-from .graph import capture, detect_symmetries
-from .graph.matrix import MatrixSymmetry
-from .symmetry import Symmetry, count_by_kind
+from .capture import capture
+from .detect import detect_symmetries
+from .matrix import MatrixSymmetry
+from ..symmetry import Symmetry, count_by_kind
 
 
 @dataclass

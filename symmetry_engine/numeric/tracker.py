@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .runlog import FORMAT, RunLogError, RunWriter, block_offsets, record_size
-from .symmetry import Symmetry
+from ..symmetry import Symmetry
 
 F64 = torch.float64
 _QUAD = ("scale", "rescale")
@@ -393,7 +393,7 @@ def track(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str
     if symmetries is None:
         if example_inputs is None:
             raise ValueError("track() needs example_inputs to find the symmetries (or pass symmetries=...)")
-        from .analyze import analyze  # lazy: the graph analyzer is heavy and optional for the tracker
+        from ..graph.analysis import analyze  # lazy: the graph analyzer is heavy and optional for the tracker
 
         symmetries = analyze(model, example_inputs, loss=loss).symmetries
     meta = dict(kw.pop("meta", None) or {})

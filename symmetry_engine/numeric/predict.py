@@ -22,9 +22,9 @@ from typing import Any, Mapping
 import numpy as np
 import sympy as sp
 
-from .symbolic import RuleSpec, compiled_recurrence, derive_laws
-from .symbolic.modified import H_STEP
-from .symbolic.optimizers import BETA, DAMP, LAM
+from ..symbolic import RuleSpec, compiled_recurrence, derive_laws
+from ..symbolic.modified import H_STEP
+from ..symbolic.optimizers import BETA, DAMP, LAM
 
 KINDS = ("translation", "scale", "rescale")
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .certify import CERT_EPS, GRAD_TOL, _loss_fn, _norm_modules
-from .symmetry import Member, Symmetry
+from ..symmetry import Member, Symmetry
 
 SPAN_TOL = 1e-8
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

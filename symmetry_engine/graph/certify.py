@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .symmetry import Symmetry, apply_action
+from ..symmetry import Symmetry, apply_action
 
 LOSS_TOL = 1e-9
 GRAD_TOL = 1e-8
@@ -155,7 +155,7 @@ def certify_matrix(model: nn.Module, example_inputs: torch.Tensor | Sequence[tor
     constraint G1 W1ᵀ + g_b b1ᵀ − W2ᵀ G2 = 0 must hold (Frobenius norm relative to |ĝ| |θ_pair|)."""
     if not symmetries:
         return []
-    from .graph.matrix import apply_matrix_action
+    from .matrix import apply_matrix_action
 
     x0 = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
     gen = torch.Generator().manual_seed(seed)

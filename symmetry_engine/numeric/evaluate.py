@@ -27,7 +27,7 @@ import numpy as np
 from .equilibrium import AngularUpdates, angular_updates
 from .predict import OptimizerConfig, predict_continuous, predict_exact
 from .runlog import STATE_COLUMNS, RunLog, RunLogError, read_run
-from .symmetry import KINDS, Symmetry
+from ..symmetry import KINDS, Symmetry
 
 MEASURED = {"translation": "s", "scale": "N", "rescale": "N"}
 NORM = {"translation": "A", "scale": "M", "rescale": "M"}

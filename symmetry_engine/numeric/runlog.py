@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
+from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
 FORMAT = "nmech-run/1"
 HEADER = ("step", "lr", "loss")
