@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from symmetry_engine.numeric.evaluate import Evaluation
-from symmetry_engine.numeric.runlog import write_json_atomic
+from symmetry_engine.numeric.runfile import write_json_atomic
 
 from .figures import write_figures
 

@@ -12,7 +12,6 @@ a final record with step ``T``, ``η = loss = NaN`` and NaN in the gradient/step
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .runfile import DTYPE, RecordFile, RunLogError, count_records, read_json, read_records, write_json_atomic
 from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
 FORMAT = "nmech-run/1"
@@ -33,11 +33,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 STATE_COLUMNS = frozenset({"s", "A", "N", "M"})
 META_FILE = "run.json"
 STATS_FILE = "stats.bin"
-DTYPE = np.dtype("<f8")
-
-
-class RunLogError(Exception):
-    """A run directory that cannot be read or written; the message is one line for the user."""
 
 
 def layout() -> dict[str, Any]:
@@ -59,16 +54,6 @@ def block_offsets(symmetries: Sequence[Symmetry]) -> np.ndarray:
     return len(HEADER) + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
 
 
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file and ``os.replace`` so readers never see a half file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, allow_nan=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _load_meta(run_dir: Path) -> dict[str, Any]:
     if not run_dir.exists():
         raise RunLogError(f"run directory {run_dir} does not exist")
@@ -77,10 +62,7 @@ def _load_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / META_FILE
     if not path.exists():
         raise RunLogError(f"{path} is missing: not a run directory (expected run.json + stats.bin)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunLogError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict):
         raise RunLogError(f"{path} is corrupt: top level is not an object")
     fmt = meta.get("format")
@@ -115,7 +97,7 @@ def _check_record_size(meta: Mapping[str, Any], syms: Sequence[Symmetry], where:
 
 
 class RunWriter:
-    """Create or resume a run directory and append records to it.
+    """Create or resume a run directory and append records to it (the bytes: runfile.RecordFile).
 
     ``flush_every`` records are buffered in memory; ``flush()`` writes them and fsyncs, so a crash loses
     at most the unflushed records. Resuming (``resume_step=n``) keeps every complete record with step
@@ -131,20 +113,19 @@ class RunWriter:
                  resume_step: int | None = None, overwrite: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.flush_every = max(1, int(flush_every))
-        self._buffer: list[np.ndarray] = []
         self._closed = False
         if resume_step is None:
-            self._create(dict(meta or {}), list(symmetries), overwrite)
+            keep = self._create(dict(meta or {}), list(symmetries), overwrite)
         else:
-            self._resume(int(resume_step), list(symmetries))
-        self._fh = open(self.stats_path, "ab")
+            keep = self._resume(int(resume_step), list(symmetries))
+        self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
 
     # -- opening -----------------------------------------------------------------------------------
     @property
     def stats_path(self) -> Path:
         return self.run_dir / STATS_FILE
 
-    def _create(self, meta: dict[str, Any], syms: list[Symmetry], overwrite: bool) -> None:
+    def _create(self, meta: dict[str, Any], syms: list[Symmetry], overwrite: bool) -> int:
         stats = self.run_dir / STATS_FILE
         if stats.exists() and stats.stat().st_size > 0 and not overwrite:
             raise RunLogError(f"{self.run_dir} already holds a run log; resume it (tracker.load_state_dict) "
@@ -156,11 +137,11 @@ class RunWriter:
         self.meta.update(meta)
         self.meta.update(format=FORMAT, symmetries=symmetries_to_json(syms), layout=layout(),
                          record_size=self.record_size, steps_recorded=0, closed=False)
-        stats.write_bytes(b"")
         write_json_atomic(self.run_dir / META_FILE, self.meta)
         self.next_step = 0
+        return 0
 
-    def _resume(self, step: int, syms: list[Symmetry]) -> None:
+    def _resume(self, step: int, syms: list[Symmetry]) -> int:
         meta = _load_meta(self.run_dir)
         logged = _parse_symmetries(meta, self.run_dir / META_FILE)
         if syms and logged != syms:
@@ -169,55 +150,37 @@ class RunWriter:
         self.symmetries = logged
         self.record_size = _check_record_size(meta, logged, self.run_dir / META_FILE)
         self.meta = meta
-        rec_bytes = self.record_size * DTYPE.itemsize
-        stats = self.stats_path
-        size = stats.stat().st_size if stats.exists() else 0
-        n_complete = size // rec_bytes
         keep = 0
-        if n_complete:
-            data = np.memmap(stats, dtype=DTYPE, mode="r", shape=(n_complete, self.record_size))
-            steps = np.asarray(data[:, 0])
-            lrs = np.asarray(data[:, 1])
-            del data
+        if count_records(self.stats_path, self.record_size):
+            data, _ = read_records(self.stats_path, self.record_size)
+            steps, lrs = data[:, 0], data[:, 1]
             keep = int(np.searchsorted(steps, step, side="left"))
             if keep and np.isnan(lrs[keep - 1]):  # a final (close) record never survives a resume
                 keep -= 1
             if keep and step > steps[keep - 1] + 1:
-                raise RunLogError(f"{stats}: log ends at step {int(steps[keep - 1])} but resume is at step "
-                                  f"{step}; records in between are missing")
+                raise RunLogError(f"{self.stats_path}: log ends at step {int(steps[keep - 1])} but resume is at "
+                                  f"step {step}; records in between are missing")
         if step > 0 and keep == 0:
-            raise RunLogError(f"{stats}: log holds no step before {step}; cannot resume at step {step}")
-        with open(stats, "r+b" if stats.exists() else "wb") as fh:
-            fh.truncate(keep * rec_bytes)
-            fh.flush()
-            os.fsync(fh.fileno())
+            raise RunLogError(f"{self.stats_path}: log holds no step before {step}; cannot resume at step {step}")
         self.meta.update(steps_recorded=keep, closed=False)
         write_json_atomic(self.run_dir / META_FILE, self.meta)
         self.next_step = step
+        return keep
 
     # -- writing -----------------------------------------------------------------------------------
     def append(self, records: np.ndarray) -> None:
         """Buffer one record ``[R]`` or a block ``[k, R]``; flushes when ``flush_every`` are pending."""
         if self._closed:
             raise RunLogError(f"{self.run_dir}: log already closed")
-        rec = np.asarray(records, dtype=DTYPE)
-        rec = rec[None] if rec.ndim == 1 else rec
-        if rec.ndim != 2 or rec.shape[1] != self.record_size:
-            raise RunLogError(f"record of shape {np.shape(records)} does not match record_size {self.record_size}")
-        self._buffer.append(rec)
-        self.next_step += rec.shape[0]
-        if sum(b.shape[0] for b in self._buffer) >= self.flush_every:
+        before = self._file.pending
+        self._file.append(records)
+        self.next_step += self._file.pending - before
+        if self._file.pending >= self.flush_every:
             self.flush()
 
     def flush(self) -> None:
         """Write buffered records and fsync, so they survive a crash."""
-        if not self._buffer:
-            return
-        data = np.concatenate(self._buffer).astype(DTYPE, copy=False)
-        self._buffer.clear()
-        self._fh.write(data.tobytes())
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._file.flush()
 
     def close(self, final_record: np.ndarray | None = None, extra_meta: Mapping[str, Any] | None = None) -> None:
         """Append the final state record (if given), flush, and mark run.json closed."""
@@ -225,19 +188,16 @@ class RunWriter:
             return
         if final_record is not None:
             self.append(final_record)
-        self.flush()
-        self._fh.close()
+        self._file.close()
         self._closed = True
-        n = self.stats_path.stat().st_size // (self.record_size * DTYPE.itemsize)
         self.meta.update(dict(extra_meta or {}))
-        self.meta.update(steps_recorded=int(n), closed=final_record is not None)
+        self.meta.update(steps_recorded=self._file.complete_records(), closed=final_record is not None)
         write_json_atomic(self.run_dir / META_FILE, self.meta)
 
     def abandon(self) -> None:
         """Flush and release the file without a final record (the log stays resumable)."""
         if not self._closed:
-            self.flush()
-            self._fh.close()
+            self._file.close()
             self._closed = True
 
 
@@ -260,7 +220,6 @@ class RunLog:
     kind_index: list[int]
     groups: dict[str, list[int]]
     closed: bool
-    truncated_bytes: int = 0
     diverged_at: int | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -289,18 +248,10 @@ def read_run(run_dir: str | os.PathLike) -> RunLog:
     syms = _parse_symmetries(meta, where)
     R = _check_record_size(meta, syms, where)
     stats_path = run_dir / STATS_FILE
-    if not stats_path.exists():
-        raise RunLogError(f"{stats_path} is missing")
-    size = stats_path.stat().st_size
-    rec_bytes = R * DTYPE.itemsize
-    n, rest = divmod(size, rec_bytes)
-    warns: list[str] = []
-    if rest:
-        warns.append(f"stats.bin ends in a partial record ({rest} of {rec_bytes} bytes, torn write); "
-                     f"using the {n} complete records")
+    data, warns = read_records(stats_path, R)
+    n = data.shape[0]
     if n == 0:
         raise RunLogError(f"{stats_path} holds no complete record")
-    data = np.fromfile(stats_path, dtype=DTYPE, count=n * R).reshape(n, R)
     steps = data[:, 0]
     if not np.all(np.isfinite(steps)) or np.any(steps != np.round(steps)):
         raise RunLogError(f"{stats_path} is corrupt: step column is not integral")
@@ -341,7 +292,7 @@ def read_run(run_dir: str | os.PathLike) -> RunLog:
                      f"(of {int(steps[-1])}); only steps before it can be compared with the laws")
     return RunLog(run_dir=run_dir, meta=meta, symmetries=syms, steps=steps.astype(np.int64), lrs=lrs,
                   losses=losses, stats=stats, kind_index=kind_index, groups=groups, closed=closed,
-                  truncated_bytes=int(rest), diverged_at=diverged_at, warnings=warns)
+                  diverged_at=diverged_at, warnings=warns)
 
 
 def _first_nonfinite(data: np.ndarray, syms: Sequence[Symmetry], offsets: np.ndarray,
