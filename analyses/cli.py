@@ -285,6 +285,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.add_argument("--no-checkpoints", action="store_true", help="skip the checkpoint cross-check")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any symmetry group is broken")
     p.set_defaults(func=_lazy("cmd_evaluate"))
 
     p = sub.add_parser("report", help="evaluate a run and write a Markdown report with figures")

@@ -8,26 +8,68 @@ import sys
 from pathlib import Path
 
 
+def _natural(text: str) -> list:
+    """Sort key that puts features.3 before features.10."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _e(x) -> str:
+    return "      —" if x is None or x != x else f"{x:.2e}"
+
+
 def format_evaluation(ev) -> str:
-    """The text a person reads after a run: per kind, then per layer, max/median relative errors."""
-    opt = ev.optimizer
-    rule = str(opt.get("rule", "?")).upper() if opt.get("rule") != "adam" else "Adam"
-    decay = "decoupled weight_decay" if opt.get("decoupled_weight_decay") else "weight_decay"
-    lines = [f"run {ev.run_dir}: {ev.T} steps, dtype {ev.meta.get('dtype')}, "
-             f"{rule} lr={opt.get('lr')} momentum={opt.get('momentum')} dampening={opt.get('dampening')} "
-             f"nesterov={opt.get('nesterov')} {decay}={opt.get('weight_decay')}",
-             "relative error = max over steps |measured − predicted| / max over steps of the group's size",
-             "breaking = drift the symmetry forbids (from the recorded <g, xi>), on the same scale",
-             f"{'kind':<12} {'groups':>7} {'exact max':>11} {'exact med':>11} {'contin. max':>12} {'contin. med':>12}"
-             f" {'breaking max':>13}"]
+    """The text a person reads after a run: verdicts, per kind, per layer, what is broken and why."""
+    opt, th = ev.optimizer, ev.thresholds
+    rule = "Adam" if opt.get("rule") == "adam" else str(opt.get("optimizer_class") or opt.get("rule", "?"))
+    lines = [f"run {ev.run_dir}: {ev.T} steps, dtype {ev.meta.get('dtype')}, {rule}, "
+             f"{len(ev.classes)} member class(es)"]
+    for c in ev.classes:
+        lr, mom = c["lr"], c["momentum"]
+        span = lambda d: f"{d['first']:.3g}" if d["min"] == d["max"] else f"{d['min']:.3g}…{d['max']:.3g}"  # noqa: E731
+        lines.append(f"  class {c['id']}: {c['label']}; lr {span(lr)}, momentum {span(mom)}, "
+                     f"dampening {span(c['dampening'])}, weight decay {span(c['weight_decay'])}"
+                     + (", Nesterov" if c["nesterov"] else "") + (", decoupled decay" if c["decoupled_weight_decay"] else "")
+                     + f"; {len(c['params'])} parameter(s)")
+    v = ev.verdicts
+    lines.append(f"verdicts: holds {v['holds']}, approximate {v['approximate']}, broken {v['broken']}, "
+                 f"degenerate {v['degenerate']}   (thresholds for {th.dtype}: law ≤ {th.law_holds:.1e}, "
+                 f"breaking at round-off ≤ {th.breaking_roundoff:.1e}, ε-explained ≤ {th.breaking_eps_factor:g}·ε)")
+    causes: dict[str, int] = {}
+    for g in ev.groups:
+        if g.verdict in ("approximate", "broken") and g.cause:
+            causes[f"{g.verdict}: {g.cause}"] = causes.get(f"{g.verdict}: {g.cause}", 0) + 1
+    for why, n in sorted(causes.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {n} {why}")
+    lines += ["relative error = max over steps |measured − predicted| / max over steps of the group's size;",
+              "exact = the recurrence with the recorded breaking (checks tracker + optimizer description); "
+              "law = the symmetry's prediction; breaking = max |<g, xi>| / (|g| |xi|)",
+              f"{'kind':<12} {'groups':>6} {'degen.':>6} {'exact max':>10} {'law max':>10} {'law med':>10} "
+              f"{'contin. max':>11} {'breaking':>10} {'opt. brk':>10}"]
     for kind, s in ev.summary.items():
-        lines.append(f"{kind:<12} {s['groups']:>7} {s['exact']['max']:>11.2e} {s['exact']['median']:>11.2e} "
-                     f"{s['continuous']['max']:>12.2e} {s['continuous']['median']:>12.2e} {s['breaking']['max']:>13.2e}")
+        lines.append(f"{kind:<12} {s['groups']:>6} {s['verdicts']['degenerate']:>6} {_e(s['exact']['max']):>10} "
+                     f"{_e(s['law']['max']):>10} {_e(s['law']['median']):>10} {_e(s['continuous']['max']):>11} "
+                     f"{_e(s['breaking']['max']):>10} {_e(s['optimizer_breaking']['max']):>10}")
+    if v["degenerate"]:
+        from symmetry_engine.numeric.evaluate import DEGENERATE_NOTE
+
+        lines.append(DEGENERATE_NOTE)
     lines.append("")
-    lines.append(f"{'kind':<12} {'layer':<28} {'groups':>7} {'exact max':>11} {'contin. max':>12}")
-    for row in sorted(ev.layers, key=lambda r: (r["kind"], [int(t) if t.isdigit() else t for t in r["layer"].split(".")])):
-        lines.append(f"{row['kind']:<12} {row['layer']:<28} {row['groups']:>7} {row['exact']['max']:>11.2e} "
-                     f"{row['continuous']['max']:>12.2e}")
+    lines.append(f"{'kind':<12} {'layer':<28} {'groups':>6} {'hold':>5} {'appr':>5} {'brok':>5} {'degn':>5} "
+                 f"{'law max':>10} {'contin. max':>11}")
+    for row in sorted(ev.layers, key=lambda r: (r["kind"], _natural(r["layer"]))):
+        vv = row["verdicts"]
+        lines.append(f"{row['kind']:<12} {row['layer']:<28} {row['groups']:>6} {vv['holds']:>5} {vv['approximate']:>5} "
+                     f"{vv['broken']:>5} {vv['degenerate']:>5} {_e(row['law']['max']):>10} {_e(row['continuous']['max']):>11}")
+    broken = [g for g in ev.groups if g.verdict == "broken"]
+    if broken:
+        lines.append("")
+        lines.append(f"broken ({len(broken)}): the measured breaking says this run has no such symmetry")
+        for g in broken[:10]:
+            lines.append(f"  {g.key}: breaking {_e(g.breaking)}, law error {_e(g.err_law)} ({g.cause})")
+        if len(broken) > 10:
+            lines.append(f"  … and {len(broken) - 10} more (--json lists every group)")
     for c in ev.checkpoints:
         worst = max(c.errors.values(), default=float("nan"))
         lines.append(f"checkpoint {Path(c.path).name} (step {c.step}): max relative difference from the log {worst:.1e}"
@@ -48,6 +90,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(format_evaluation(ev))
+    if getattr(args, "strict", False) and ev.verdicts["broken"]:
+        print(f"nmech evaluate: {ev.verdicts['broken']} group(s) broken (--strict)", file=sys.stderr)
+        return 1
     return 0
 
 

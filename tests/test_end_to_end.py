@@ -46,20 +46,27 @@ def test_exact_laws_hold_to_1e9_in_float64(tmp_path, spec: str) -> None:
     ev = nm.evaluate_run(_train(tmp_path, spec, torch.float64))
     kinds = {"vgg16": {"translation", "rescale"}, "vgg16_bn": {"translation", "scale", "rescale"}}[spec]
     assert set(ev.summary) == kinds
-    worst = max(g.err_exact for g in ev.groups)
+    counted = [g for g in ev.groups if g.verdict != "degenerate"]
+    worst = max(g.err_exact for g in counted)
     assert worst <= 1e-9, worst
-    cont = [g.err_continuous for g in ev.groups]
+    assert not [g.key for g in ev.groups if g.verdict == "broken"]
+    cont = [g.err_continuous for g in counted]
     assert all(c == c for c in cont)                       # reported and finite
     assert max(cont) > worst                               # the continuous model has real modelling error
-    # a large continuous error only where the symmetry is broken at the group's own (round-off) scale
-    unexplained = [g.key for g in ev.groups if g.err_continuous > 0.05 and g.breaking < 0.1 * g.err_continuous]
-    assert unexplained == []
+    # a large continuous error only on degenerate groups (their quantity is round-off)
+    assert [g.key for g in counted if g.err_continuous > 0.05] == []
+    # the zero-initialised biases before BN are exactly the degenerate ones, and none is counted in the summary
+    degenerate = {g.key for g in ev.groups if g.verdict == "degenerate"}
+    if spec == "vgg16_bn":
+        assert degenerate and all(k.startswith("translation:features.") for k in degenerate)
+        assert ev.summary["translation"]["law"]["max"] < 1e-9
 
 
 @pytest.mark.parametrize("spec", ["vgg16_bn"])
 def test_exact_laws_hold_to_1e4_in_float32(tmp_path, spec: str) -> None:
     ev = nm.evaluate_run(_train(tmp_path, spec, torch.float32))
-    assert max(g.err_exact for g in ev.groups) <= 1e-4
+    assert max(g.err_exact for g in ev.groups if g.verdict != "degenerate") <= 1e-4
+    assert not [g.key for g in ev.groups if g.verdict == "broken"]
 
 
 def test_cli_evaluate_and_report_on_a_run(tmp_path) -> None:
@@ -98,24 +105,32 @@ def test_corrupt_stats_do_not_destroy_data(tmp_path) -> None:
 
 
 def test_breaking_measure_matches_recorded_gradient_constraint(tmp_path) -> None:
-    """The report's 'breaking' column is the drift Σ η_k P_k / (1 − β(1−d)) from the recorded P (translation)
-    or 2Q (scale/rescale): compare with an independent computation on the raw log."""
+    """'breaking' is max over steps of |<g, xi>| / (|g| |xi|) with |g| over the whole model: recompute it
+    from the raw log and the model's parameter shapes, independently of the evaluator."""
     import numpy as np
 
     from symmetry_engine.numeric.runlog import read_run
 
     run = _train(tmp_path, "vgg16_bn", torch.float32, steps=20)
     ev, log = nm.evaluate_run(run, checkpoints=False), read_run(run)
-    gain = 1 - 0.9 * (1 - 0.1)
-    T = log.T
-    for kind, col, factor in (("translation", "P", 1.0), ("scale", "Q", 2.0), ("rescale", "Q", 2.0)):
-        x = log.stats[kind][col][:T]
-        drift = np.abs(np.cumsum(factor * log.lrs[:T, None] * x, axis=0)).max(axis=0) / gain
-        norm = np.abs(log.stats[kind]["A" if kind == "translation" else "M"]).max(axis=0)
+    model, _ = build_model("vgg16_bn", num_classes=10, input_shape=(3, 32, 32), width=1 / 16)
+    shapes = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    T, gnorm = log.T, np.sqrt(log.grad_sq)
+    for kind in ("translation", "scale", "rescale"):
+        syms = log.symmetries_of(kind)
+        if kind == "translation":
+            xi = np.array([sum(int(np.prod(shapes[m.param])) if m.axis is None else
+                               len(m.indices) * int(np.prod(shapes[m.param])) // shapes[m.param][m.axis]
+                               for m in s.members) for s in syms], dtype=float) ** 0.5
+            xi = np.broadcast_to(xi, (T, len(syms)))
+            inner = log.stats[kind]["P"][:T]
+        else:
+            xi, inner = np.sqrt(log.stats[kind]["M"][:T]), log.stats[kind]["Q"][:T]
+        want = np.max(np.abs(inner) / (gnorm[:, None] * xi), axis=0)
         got = np.array([g.breaking for g in ev.groups if g.kind == kind])
-        np.testing.assert_allclose(got, drift / norm, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
     # float32 round-off breaks BN's bias translation symmetry measurably; BN's eps breaks scale symmetry
-    assert ev.summary["translation"]["breaking"]["max"] > 0 and ev.summary["scale"]["breaking"]["max"] > 0
+    assert ev.summary["translation"]["breaking"]["max"] > 0 and ev.summary["scale"]["breaking"]["max"] > 1e-9
 
 
 def test_adamw_run_is_recorded_as_adam_with_decoupled_decay_and_explains_missing_laws(tmp_path) -> None:
@@ -132,5 +147,10 @@ def test_adamw_run_is_recorded_as_adam_with_decoupled_decay_and_explains_missing
     tracker.close()
     ev = nm.evaluate_run(tmp_path / "adamw")
     assert ev.optimizer["rule"] == "adam" and ev.optimizer["decoupled_weight_decay"] is True
-    assert "no closed exact law" in ev.prediction_errors["scale/exact"] and "AdamW" in ev.prediction_errors["scale/exact"]
-    assert all(g.err_exact != g.err_exact for g in ev.groups)      # NaN: no prediction, said so, not invented
+    assert "no closed law" in ev.prediction_errors["scale/law"] and "AdamW" in ev.prediction_errors["scale/law"]
+    assert all(g.err_law != g.err_law for g in ev.groups)          # NaN: no law, said so, not invented
+    # Adam's own bookkeeping identity (recorded U = <θ, Δ>, D) holds to round-off: the tracker is right
+    assert max(g.err_exact for g in ev.groups) <= 1e-12
+    # breaking is the optimizer-independent gradient constraint; Adam's drift is reported in Adam's terms
+    assert not [g.key for g in ev.groups if g.verdict == "broken"]
+    assert max(g.optimizer_breaking for g in ev.groups if g.kind == "scale") > 1e-6

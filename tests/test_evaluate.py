@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from .test_tracker import MOMENTUM, Tracker, batches, make_model, toy_symmetries
 
-from symmetry_engine.numeric.evaluate import evaluate_run, state_quantities  # noqa: E402
+from symmetry_engine.numeric.checkpoints import state_quantities  # noqa: E402
+from symmetry_engine.numeric.evaluate import evaluate_run  # noqa: E402
 from symmetry_engine.numeric.runlog import RunLogError  # noqa: E402
 
 

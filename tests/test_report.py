@@ -13,7 +13,9 @@ from .test_tracker import MOMENTUM, toy_symmetries
 from analyses.figures import pick_groups, pick_layer  # noqa: E402
 from analyses.report import render_markdown, write_report  # noqa: E402
 from symmetry_engine.numeric.evaluate import evaluate_run  # noqa: E402
-from symmetry_engine.numeric.runlog import RunWriter, record_size  # noqa: E402
+from symmetry_engine.numeric.classes import OptimizerClass  # noqa: E402
+from symmetry_engine.numeric.layout import RecordLayout  # noqa: E402
+from symmetry_engine.numeric.runlog import RunWriter  # noqa: E402
 from symmetry_engine.symmetry import Member, Symmetry  # noqa: E402
 
 
@@ -77,17 +79,20 @@ def test_layer_and_group_choice():
 
 def test_markdown_reports_warnings_and_missing_predictions(tmp_path):
     syms = [Symmetry("scale", (Member("conv1.weight", 0, (0,)),), "conv1", 0)]
-    w = RunWriter(tmp_path / "r", {"optimizer": {"rule": "adam", "lr": 1e-3}}, syms)
+    layout = RecordLayout(("scale",), ((0,),), 1, identity=True)
+    classes = [OptimizerClass(0, 0, True, True, True, "adam", params=("conv1.weight",))]
+    w = RunWriter(tmp_path / "r", {"optimizer": {"rule": "adam", "lr": 1e-3}}, syms, layout=layout, classes=classes)
     import numpy as np
-    for n in range(3):
-        w.append(np.array([n, 1e-3, 0.5, 1.0, 1.0, 0.0, 0.1, 0.01]))
+    for n in range(3):  # header, class (lr, β1, d, λ, updated), N M Q G D U with N_{n+1} = N_n + 2U_n + D_n
+        w.append(np.array([n, 0.0, 0.5, 1.0, 1e-3, 0.9, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.1, 0.01, -0.005]))
     w.abandon()  # crashed: no close record
-    assert record_size(syms) == 8
+    assert layout.record_size == 15
     ev = evaluate_run(tmp_path / "r", checkpoints=False)
     text = render_markdown(ev)
     assert "run not closed" in text and "## Warnings" in text
-    # Adam has no law: both predictions are named as unavailable and their errors shown as n/a
-    assert set(ev.prediction_errors) == {"scale/exact", "scale/continuous"}
-    assert "prediction unavailable for scale/exact: Adam" in text and "| scale | 1 | n/a | n/a | n/a | n/a |" in text
+    # Adam has no law: the law and the continuous prediction are named as unavailable; the identity holds
+    assert set(ev.prediction_errors) == {"scale/law", "scale/continuous"}
+    assert "prediction unavailable for scale/law: Adam" in text
+    assert ev.groups[0].err_exact == 0.0 and ev.groups[0].verdict == "holds"
     with pytest.raises(Exception):
         write_report(ev, tmp_path / "r" / "run.json" / "x")  # not a directory

@@ -206,8 +206,10 @@ def test_plain_sgd_exact_law(tmp_path):
     train(tmp_path / "run", opt_kw, n_steps=30)
     log = read_run(tmp_path / "run")
     eta, lam = log.lrs[:, None], opt_kw["weight_decay"]
-    assert log.meta["optimizer"] == {"rule": "sgd", "lr": 0.1, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
-                                     "weight_decay": 0.01, "decoupled_weight_decay": False}
+    assert log.meta["optimizer"] == {"rule": "sgd", "optimizer_class": "SGD", "lr": 0.1, "momentum": 0.0,
+                                     "dampening": 0.0, "nesterov": False, "weight_decay": 0.01,
+                                     "decoupled_weight_decay": False}
+    assert [c.param_group for c in log.classes] == [0] and np.all(log.hp["weight_decay"] == 0.01)
     assert log.meta["tracker"]["delta_source"] == ["update_rule"]
     for kind in ("scale", "rescale"):
         st = log.stats[kind]

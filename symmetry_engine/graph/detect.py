@@ -39,6 +39,7 @@ def merge_members(entries: list[tuple[str, int, int, int]]) -> tuple[Member, ...
 
 def detect_symmetries(cg: CapturedGraph) -> Detection:
     scaling = scaling_pass(cg)
+    eps_max = max(scaling.norm_eps, default=0.0)
     symmetries: list[Symmetry] = []
     for slots, producers, consumers, normalized in scaling.classes:
         members = merge_members(producers + consumers)
@@ -52,7 +53,10 @@ def detect_symmetries(cg: CapturedGraph) -> Detection:
         else:
             kind = "scale"
             note = f"{', '.join(prod_mods)} feeds a normalizer"
-        symmetries.append(Symmetry(kind, members, layer, channel, note))
+        # a normalizer's ε makes scale invariance approximate (the evaluation's verdicts read it);
+        # mean subtraction is exact, so translations carry none
+        extra = {"normalizer": "normalization", "eps": eps_max} if normalized and eps_max > 0 else {}
+        symmetries.append(Symmetry(kind, members, layer, channel, note, extra))
     for t in translation_pass(cg):
         target = cg.graph.nodes[t.absorber]["target"]
         symmetries.append(Symmetry("translation", t.members, t.label, t.channel, f"shift absorbed by {target}"))

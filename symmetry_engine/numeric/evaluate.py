@@ -1,15 +1,16 @@
 """Hold a training run (its log and checkpoints) against the laws: per group, per layer, per kind.
 
-Why two predictions: the exact discrete laws (theory.md §5) should match a float64 run to rounding, so a
-large error there means the log, the symmetry or the optimizer description is wrong; the paper's
-continuous laws (§4) carry O(ηλ) and O(η²λ²n) modelling error, which is what a user wants quantified.
+Per group four numbers and a verdict (theory.md §5, numeric/verdicts.py):
+* ``err_exact`` — the exact recurrence with the recorded breaking terms as inputs (the identity): it holds
+  for any slice, so it checks the tracker and the optimizer description, and must sit at round-off;
+* ``err_law`` — the symmetry's own prediction, breaking terms set to what the constraint says;
+* ``err_continuous`` — the paper's continuous law (theory.md §4): its modelling error;
+* ``breaking`` — max over steps of |⟨ĝ, ξ⟩| / (|ĝ| |ξ|), the measured violation of the gradient constraint.
 Errors are max over steps of |measured − predicted|, normalised per group by the max over steps of the
-group's size — A = Σ|θ| for translation, M = Σ|θ|² (both slices for rescale) otherwise — so that a group
-whose signed quantity passes through zero does not blow up the relative error.
-
-The checkpoint cross-check recomputes the state quantities straight from each checkpoint's weights and
-compares them with the log at that step: it catches a tracker that watched the wrong tensors or a log that
-belongs to a different run.
+group's size — A = Σ|θ| for translation, M = Σ|θ|² (both slices for rescale) otherwise — so a quantity
+that passes through zero does not blow the relative error up. Groups whose members sit in several
+optimizer classes get their laws per class (numeric/class_laws.py); ``optimizer_breaking`` says how far
+the optimizer itself moves the quantity off the symmetric prediction.
 """
 
 from __future__ import annotations
@@ -17,39 +18,50 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from . import class_laws
+from .checkpoints import CheckpointCheck, check_checkpoints
 from .equilibrium import AngularUpdates, angular_updates
-from .predict import OptimizerConfig, predict_continuous, predict_exact
+from .predict import LawUnavailable, quantity_column, scale_column
 from .runlog import STATE_COLUMNS, RunLog, RunLogError, read_run
+from .verdicts import VERDICTS, Thresholds, judge
 from ..symmetry import KINDS, Symmetry
 
-MEASURED = {"translation": "s", "scale": "N", "rescale": "N"}
-NORM = {"translation": "A", "scale": "M", "rescale": "M"}
+FORMAT = "nmech-evaluation/2"
 _TINY = 1e-300
+DEGENERATE_NOTE = ("Degenerate groups are counted apart and left out of every max/median: their gradient along "
+                   "the symmetry and their conserved quantity are both round-off (e.g. zero-initialised biases "
+                   "before batch norm), so their relative errors measure noise, not the law.")
 
 
 @dataclass
 class GroupResult:
-    """One symmetry group: relative errors (max over steps) and final values."""
+    """One symmetry group: relative errors (max over steps), breaking, verdict and final values."""
 
     index: int
     kind: str
     key: str
     layer: str
     channel: int | None
+    verdict: str
+    cause: str | None
     err_exact: float
+    err_law: float
     err_continuous: float
+    breaking: float | None
+    optimizer_breaking: float
+    classes: list[int]
     final_measured: float
     final_exact: float
+    final_law: float
     final_continuous: float
     norm: float
-    breaking: float = 0.0   # drift the symmetry forbids (recorded P or Q), same normalization as the errors
+    err_approx: float | None = None
 
 
 @dataclass
@@ -58,19 +70,11 @@ class KindSeries:
 
     measured: np.ndarray
     exact: np.ndarray
+    law: np.ndarray
     continuous: np.ndarray
     norm: np.ndarray
     symmetries: list[Symmetry]
-
-
-@dataclass
-class CheckpointCheck:
-    """Quantities from one checkpoint's weights against the log at that step (max relative error)."""
-
-    path: str
-    step: int
-    errors: dict[str, float]
-    note: str = ""
+    verdicts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -86,10 +90,14 @@ class Evaluation:
     groups: list[GroupResult]
     summary: dict[str, dict[str, Any]]
     layers: list[dict[str, Any]]
+    thresholds: Thresholds
+    classes: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[CheckpointCheck] = field(default_factory=list)
     prediction_errors: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     angular: AngularUpdates | None = None   # scale groups' angle per step vs the spherical-motion equilibrium
+    source: str = "run"
+    matrix: dict[str, Any] | None = None
 
     @property
     def optimizer(self) -> dict[str, Any]:
@@ -99,19 +107,28 @@ class Evaluation:
     def T(self) -> int:
         return int(self.lrs.shape[0])
 
+    @property
+    def verdicts(self) -> dict[str, int]:
+        return {v: sum(1 for g in self.groups if g.verdict == v) for v in VERDICTS}
+
     def to_json(self) -> dict[str, Any]:
         return _clean({
+            "format": FORMAT,
+            "source": self.source,
             "run_dir": str(self.run_dir),
-            "format": self.meta.get("format"),
             "steps": self.T,
             "closed": bool(self.meta.get("closed")),
-            "optimizer": self.optimizer,
+            "optimizer": {**self.optimizer, "classes": self.classes},
             "dtype": self.meta.get("dtype"),
             "device": self.meta.get("device"),
             "model": self.meta.get("model"),
+            "train": self.meta.get("train"),
+            "thresholds": self.thresholds.to_json(),
             "warnings": list(self.warnings),
             "prediction_errors": dict(self.prediction_errors),
+            "verdicts": self.verdicts,
             "summary": self.summary,
+            "degenerate_note": DEGENERATE_NOTE,
             "layers": self.layers,
             "groups": [dataclasses.asdict(g) for g in self.groups],
             "checkpoints": [dataclasses.asdict(c) for c in self.checkpoints],
@@ -120,6 +137,7 @@ class Evaluation:
                 "measured_final_median": float(np.median(self.angular.angles[-max(1, self.T // 10):].mean(axis=0))),
                 "tail_ratio_median": float(np.median(self.angular.tail_ratio())),
                 "relaxation_steps": self.angular.relaxation_steps},
+            "matrix": self.matrix,
         })
 
 
@@ -131,222 +149,230 @@ def _clean(obj: Any) -> Any:
         return [_clean(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
+    if isinstance(obj, (np.integer, np.bool_)):
+        return obj.item()
     if isinstance(obj, Path):
         return str(obj)
     return obj
 
 
-def _stats_upto(log: RunLog, rows: int) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
-    """The log cut to its first ``rows`` rows, the last one turned into a final-state row."""
-    out = {}
-    for kind, cols in log.stats.items():
-        out[kind] = {}
-        for col, arr in cols.items():
-            a = arr[:rows].copy()
-            if col not in STATE_COLUMNS:
-                a[-1] = np.nan
-            out[kind][col] = a
-    return out, log.lrs[:rows - 1]
-
-
 def _rows_to_compare(log: RunLog) -> int:
+    """Rows 0..rows−1 of the log are compared: all of them, or those before the run diverged."""
     if log.diverged_at is None:
         return log.T + 1
     row = log.diverged_at
-    state_ok = all(np.isfinite(log.stats[k][c][row]).all() for k in log.stats for c in log.stats[k]
+    state_ok = all(np.isfinite(ks[c][row]).all() for ks in log.stats.values() for c in ks.columns
                    if c in STATE_COLUMNS)
     rows = row + 1 if state_ok else row
-    if rows < 1:
-        raise RunLogError(f"{log.run_dir}: training diverged at the first step; nothing to evaluate")
+    if rows < 2:
+        why = next((w for w in log.warnings if w.startswith("training diverged")), "training diverged")
+        raise RunLogError(f"{log.run_dir}: {why}; no step can be compared with the laws")
     return rows
 
 
-def _summarise(values: Sequence[float]) -> dict[str, float]:
-    v = np.asarray(values, dtype=float)
+def _summarise(values: Sequence[float | None]) -> dict[str, float]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if v.size == 0:
         return {"max": float("nan"), "median": float("nan")}
     return {"max": float(np.max(v)), "median": float(np.median(v))}
 
 
+def _group_entries(log: RunLog) -> np.ndarray:
+    """Entries per group (|ξ|² of a translation group); from run.json, else from the members' indices."""
+    sizes = log.meta.get("group_entries")
+    if isinstance(sizes, list) and len(sizes) == len(log.symmetries):
+        return np.asarray(sizes, dtype=float)
+    return np.asarray([sum(len(m.indices) if m.axis is not None else 1 for m in s.members) for s in log.symmetries],
+                      dtype=float)
+
+
 def evaluate_run(run_dir: str | os.PathLike, checkpoints: bool = True) -> Evaluation:
     """Evaluate a run directory against the exact and continuous laws (and its checkpoints).
 
-    Raises :class:`RunLogError` (one-line message) for unreadable logs or checkpoints. An optimizer the
-    laws do not cover yields NaN predictions and a line in ``prediction_errors`` rather than an error,
-    so the measured trajectories and checkpoint checks are still reported.
+    Raises :class:`RunLogError` (one-line message) for unreadable logs or checkpoints and for a run with no
+    comparable step (diverged at once, non-finite learning rate). An optimizer the laws do not cover yields
+    NaN predictions and a line in ``prediction_errors``, and is judged by the identity and the measured
+    breaking only.
     """
     log = read_run(run_dir)
     rows = _rows_to_compare(log)
-    stats, lrs = _stats_upto(log, rows)
-    opt_meta = log.optimizer
-    known = {f.name for f in dataclasses.fields(OptimizerConfig)}
-    try:
-        opt = OptimizerConfig(**{k: v for k, v in opt_meta.items() if k in known})
-    except TypeError as exc:
-        raise RunLogError(f"{log.run_dir}: optimizer entry in run.json is invalid ({exc})") from None
+    T = rows - 1
+    th = Thresholds.for_dtype(log.meta.get("dtype"))
+    sched = class_laws.schedules(log, T)
+    warns = list(log.warnings)
+    warns += [f"tracker: {w}" for w in (log.meta.get("tracker") or {}).get("warnings", [])]
+    warns += class_laws.partial_updates(log, T)
+    if rows < log.T + 1:
+        warns.append(f"compared steps 0..{int(log.steps[rows - 1])} only (the run diverged)")
+    entries = _group_entries(log)
+    gnorm = np.sqrt(np.maximum(np.asarray(log.grad_sq[:T], dtype=float), 0.0))
     series: dict[str, KindSeries] = {}
     groups: list[GroupResult] = []
     pred_errors: dict[str, str] = {}
     for kind in KINDS:
-        if kind not in stats:
+        if kind not in log.stats:
             continue
-        st = stats[kind]
-        measured, norm = st[MEASURED[kind]], np.max(np.abs(st[NORM[kind]]), axis=0)
-        preds = {}
-        for name, fn in (("exact", predict_exact), ("continuous", predict_continuous)):
-            try:
-                p = np.asarray(fn(kind, st, lrs, opt), dtype=float)
-                if p.shape != measured.shape:
-                    raise ValueError(f"prediction has shape {p.shape}, expected {measured.shape}")
-            except (NotImplementedError, ValueError) as exc:
-                pred_errors[f"{kind}/{name}"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                p = np.full_like(measured, np.nan)
-            preds[name] = p
+        ks = log.stats[kind]
         syms = log.symmetries_of(kind)
-        series[kind] = KindSeries(measured, preds["exact"], preds["continuous"], norm, syms)
-        denom = np.maximum(norm, _TINY)
-        err = {k: np.max(np.abs(measured - v), axis=0) / denom for k, v in preds.items()}
-        breaking = symmetry_breaking(kind, st, lrs, opt) / denom
+        res = _evaluate_kind(kind, ks, sched, T, rows, th, gnorm, entries[log.groups[kind]], syms, pred_errors)
+        series[kind] = res.series
         for j, (gi, s) in enumerate(zip(log.groups[kind], syms)):
-            groups.append(GroupResult(gi, kind, s.key, s.layer, s.channel, float(err["exact"][j]),
-                                      float(err["continuous"][j]), float(measured[-1, j]),
-                                      float(preds["exact"][-1, j]), float(preds["continuous"][-1, j]),
-                                      float(norm[j]), float(breaking[j])))
+            groups.append(res.group(j, gi, s, ks))
     summary, layers = _summaries(groups)
-    warns = list(log.warnings)
-    if rows < log.T + 1:
-        warns.append(f"compared steps 0..{int(log.steps[rows - 1])} only (the run diverged)")
-    ev = Evaluation(run_dir=log.run_dir, meta=log.meta, steps=log.steps[:rows], lrs=lrs,
-                    losses=log.losses[:rows - 1], series=series, groups=groups, summary=summary, layers=layers,
-                    prediction_errors=pred_errors, warnings=warns)
-    if "scale" in stats and opt.rule == "sgd" and not opt.nesterov and opt.weight_decay > 0 and len(lrs):
-        ev.angular = angular_updates(stats["scale"]["N"], stats["scale"]["D"], lrs, opt.momentum, opt.dampening,
-                                     opt.weight_decay)
+    main = next((s for s in sched if s.cls.trained), sched[0] if sched else None)
+    lrs = main.lr if main is not None else np.zeros(T)
+    ev = Evaluation(run_dir=log.run_dir, meta=log.meta, steps=log.steps[:rows], lrs=lrs, losses=log.losses[:T],
+                    series=series, groups=groups, summary=summary, layers=layers, thresholds=th,
+                    classes=_class_summaries(sched), prediction_errors=pred_errors, warnings=warns)
+    ev.angular = _angular(log, sched, T, rows)
     if checkpoints:
         ev.checkpoints = check_checkpoints(log)
     return ev
 
 
-def symmetry_breaking(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray, opt: OptimizerConfig) -> np.ndarray:
-    """Per group, the largest drift of the quantity that the gradient constraint forbids.
+@dataclass
+class _KindResult:
+    series: KindSeries
+    err: dict[str, np.ndarray]
+    breaking: np.ndarray
+    opt_breaking: np.ndarray
+    verdicts: list
+    final: dict[str, np.ndarray]
+    norm: np.ndarray
 
-    Under an exact symmetry P = ⟨ĝ, 1_A⟩ (translation) and Q = ⟨ĝ, θ_A⟩ (scale, rescale) vanish; BN's ε and
-    float32 round-off make them small but non-zero. Their cumulative effect on the quantity is
-    max_n |Σ_{k<n} η_k X_k| / (1 − β(1 − d)) with X = P or 2Q (the heavy-ball filter's gain for a slow
-    drive). The exact laws include it; the paper's continuous laws assume it is 0, so a continuous error of
-    the same size as this measure is the symmetry breaking, not the modelling, showing.
-    """
-    col, factor = ("P", 1.0) if kind == "translation" else ("Q", 2.0)
-    x = np.nan_to_num(np.asarray(stats[col], dtype=float)[: len(lrs)])
-    drift = np.cumsum(factor * lrs[:, None] * x, axis=0)
-    gain = 1.0 - opt.momentum * (1.0 - opt.dampening)
-    return np.max(np.abs(drift), axis=0, initial=0.0) / max(gain, 1e-12)
+    def group(self, j: int, gi: int, s: Symmetry, ks) -> GroupResult:
+        v = self.verdicts[j]
+        b = self.breaking[j]
+        classes = sorted({int(c) for c in ks.slot_class[ks.slot_group == j]})
+        return GroupResult(gi, s.kind, s.key, s.layer, s.channel, v.verdict, v.cause, float(self.err["exact"][j]),
+                           float(self.err["law"][j]), float(self.err["continuous"][j]),
+                           None if not np.isfinite(b) else float(b), float(self.opt_breaking[j]), classes,
+                           float(self.final["measured"][j]), float(self.final["exact"][j]), float(self.final["law"][j]),
+                           float(self.final["continuous"][j]), float(self.norm[j]))
+
+
+def _evaluate_kind(kind: str, ks, sched, T: int, rows: int, th: Thresholds, gnorm: np.ndarray,
+                   entries: np.ndarray, syms: Sequence[Symmetry], pred_errors: dict[str, str]) -> _KindResult:
+    measured = ks.total(quantity_column(kind), slice(0, rows))
+    size = np.abs(ks.total(scale_column(kind), slice(0, rows)))
+    norm = np.max(size, axis=0)
+    nan = np.full_like(measured, np.nan)
+    closed = all(s.closed for s in sched)
+    preds: dict[str, np.ndarray] = {}
+    try:
+        if closed:
+            for mode, name in (("identity", "exact"), ("law", "law"), ("symmetric", "symmetric")):
+                preds[name] = class_laws.group_totals(ks, class_laws.forecast_exact(kind, ks, sched, T, mode))
+        else:
+            preds["exact"] = class_laws.group_totals(ks, class_laws.forecast_identity_any(kind, ks, T))
+            rule = sched[0].spec().describe() if sched else "this optimizer"
+            pred_errors[f"{kind}/law"] = f"{rule}: no closed law (the identity and the breaking are checked)"
+            pred_errors[f"{kind}/continuous"] = f"{rule}: the update is not linear in the gradient; no continuous law"
+    except (LawUnavailable, ValueError, KeyError) as exc:
+        pred_errors[f"{kind}/exact"] = " ".join(str(exc).split()) or type(exc).__name__
+    try:
+        preds["continuous"] = class_laws.forecast_continuous(kind, ks, sched, T) \
+            if closed else nan
+    except (LawUnavailable, ValueError, KeyError) as exc:
+        pred_errors[f"{kind}/continuous"] = " ".join(str(exc).split()) or type(exc).__name__
+    for name in ("exact", "law", "symmetric", "continuous"):
+        preds.setdefault(name, nan)
+    denom = np.maximum(norm, _TINY)
+    err = {k: np.max(np.abs(measured - v), axis=0) / denom for k, v in preds.items()}
+    classes = [c.cls for c in sched]
+    unobserved = np.zeros(ks.groups, dtype=bool)
+    for j, c in zip(ks.slot_group, ks.slot_class):
+        unobserved[j] |= not classes[c].requires_grad
+    breaking = np.where(unobserved, np.nan, _breaking(kind, ks, T, gnorm, entries))
+    exercised = np.any(ks.total("P" if kind == "translation" else "Q", slice(0, T)) != 0, axis=0) if T else \
+        np.zeros(ks.groups, dtype=bool)
+    if closed:
+        opt_breaking = np.max(np.abs(preds["law"] - preds["symmetric"]), axis=0) / denom
+        drift = np.max(np.abs(preds["exact"] - preds["law"]), axis=0)
+    else:
+        opt_breaking = np.max(np.abs(measured - measured[:1]), axis=0) / denom
+        drift = np.zeros_like(norm)
+    verdicts = []
+    for j, s in enumerate(syms):
+        eps = float((s.extra or {}).get("eps", 0.0) or 0.0)
+        e_law = float(err["law"][j]) if np.isfinite(err["law"][j]) else float("inf")
+        verdicts.append(judge(th, err_law=e_law, breaking=float(breaking[j]) if np.isfinite(breaking[j]) else None,
+                              eps=eps, size_max=float(norm[j]), breaking_drift=float(drift[j]), closed_law=closed,
+                              exercised=bool(exercised[j])))
+    series = KindSeries(measured, preds["exact"], preds["law"], preds["continuous"], norm, list(syms),
+                        [v.verdict for v in verdicts])
+    final = {k: v[-1] for k, v in (("measured", measured), ("exact", preds["exact"]), ("law", preds["law"]),
+                                   ("continuous", preds["continuous"]))}
+    return _KindResult(series, err, breaking, opt_breaking, verdicts, final, norm)
+
+
+def _breaking(kind: str, ks, T: int, gnorm: np.ndarray, entries: np.ndarray) -> np.ndarray:
+    """Per group, max over steps of |⟨ĝ, ξ⟩| / (|ĝ| |ξ|) (|ĝ| over the whole model, as certification uses)."""
+    col = "P" if kind == "translation" else "Q"
+    inner = np.abs(ks.total(col, slice(0, T)))
+    if kind == "translation":
+        xi = np.sqrt(entries)[None, :]
+    else:
+        xi = np.sqrt(np.maximum(ks.total("M", slice(0, T)), 0.0))
+    denom = gnorm[:, None] * xi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(denom > 0, inner / np.where(denom > 0, denom, 1.0), 0.0)
+    return np.max(ratio, axis=0, initial=0.0) if T else np.zeros(inner.shape[1])
+
+
+def _class_summaries(sched) -> list[dict[str, Any]]:
+    def span(x: np.ndarray) -> dict[str, float]:
+        x = np.asarray(x, dtype=float)
+        if x.size == 0:
+            return {"first": float("nan"), "last": float("nan"), "min": float("nan"), "max": float("nan")}
+        return {"first": float(x[0]), "last": float(x[-1]), "min": float(np.min(x)), "max": float(np.max(x))}
+
+    out = []
+    for s in sched:
+        c = s.cls
+        out.append({"id": c.id, "label": c.label, "param_group": c.param_group, "frozen": not c.trained,
+                    "requires_grad": c.requires_grad, "fresh_buffer": c.fresh_buffer, "rule": c.rule,
+                    "params": list(c.params), "lr": span(s.lr), "momentum": span(s.momentum),
+                    "dampening": span(s.dampening), "weight_decay": span(s.weight_decay), "nesterov": c.nesterov,
+                    "decoupled_weight_decay": c.decoupled_weight_decay,
+                    "steps_updated": int(np.sum(s.active))})
+    return out
+
+
+def _angular(log: RunLog, sched, T: int, rows: int) -> AngularUpdates | None:
+    """Spherical motion of the scale groups, when they all share one SGD class with constant β, d, λ > 0."""
+    if "scale" not in log.stats or T == 0:
+        return None
+    ks = log.stats["scale"]
+    ids = set(int(c) for c in ks.slot_class)
+    if len(ids) != 1 or ks.slot_class.shape[0] != ks.groups:
+        return None
+    s = sched[ids.pop()]
+    if s.cls.rule != "sgd" or s.cls.nesterov or not s.cls.trained:
+        return None
+    if any(np.ptp(x) > 0 for x in (s.momentum, s.dampening, s.weight_decay)) or s.weight_decay[0] <= 0:
+        return None
+    return angular_updates(ks.total("N", slice(0, rows)), ks.total("D", slice(0, T)), s.lr, float(s.momentum[0]),
+                           float(s.dampening[0]), float(s.weight_decay[0]))
+
+
+def _stats(gs: Sequence[GroupResult]) -> dict[str, Any]:
+    counted = [g for g in gs if g.verdict != "degenerate"]
+    return {"groups": len(gs), "verdicts": {v: sum(1 for g in gs if g.verdict == v) for v in VERDICTS},
+            "exact": _summarise([g.err_exact for g in counted]), "law": _summarise([g.err_law for g in counted]),
+            "continuous": _summarise([g.err_continuous for g in counted]),
+            "breaking": _summarise([g.breaking for g in counted]),
+            "optimizer_breaking": _summarise([g.optimizer_breaking for g in counted])}
 
 
 def _summaries(groups: Sequence[GroupResult]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    summary: dict[str, dict[str, Any]] = {}
+    summary = {k: _stats([g for g in groups if g.kind == k]) for k in KINDS if any(g.kind == k for g in groups)}
     by_layer: dict[tuple[str, str], list[GroupResult]] = {}
     for g in groups:
         by_layer.setdefault((g.kind, g.layer), []).append(g)
-    for kind in KINDS:
-        gs = [g for g in groups if g.kind == kind]
-        if gs:
-            summary[kind] = {"groups": len(gs), "exact": _summarise([g.err_exact for g in gs]),
-                             "continuous": _summarise([g.err_continuous for g in gs]),
-                             "breaking": _summarise([g.breaking for g in gs])}
-    layers = [{"kind": k, "layer": l, "groups": len(gs), "exact": _summarise([g.err_exact for g in gs]),
-               "continuous": _summarise([g.err_continuous for g in gs])}
-              for (k, l), gs in by_layer.items()]
+    layers = [{"kind": k, "layer": l, **_stats(gs)} for (k, l), gs in by_layer.items()]
     return summary, layers
 
 
-# -- checkpoints ------------------------------------------------------------------------------------------
-def state_quantities(state: Mapping[str, np.ndarray], symmetries: Sequence[Symmetry]) -> dict[str, dict[str, np.ndarray]]:
-    """Per kind, the state columns (s, A or N, M) of every group computed from a weight dict.
-
-    Per (parameter, axis) the per-index sums are computed once; members then index into them.
-    """
-    sums: dict[tuple[str, int | None, str], np.ndarray] = {}
-
-    def per_index(name: str, axis: int | None, what: str) -> np.ndarray:
-        key = (name, axis, what)
-        if key not in sums:
-            t = state[name]
-            x = {"sum": t, "abs": np.abs(t), "sq": t * t}[what]
-            sums[key] = np.array([x.sum()]) if axis is None else \
-                x.sum(axis=tuple(d for d in range(t.ndim) if d != axis)) if t.ndim > 1 else x
-        return sums[key]
-
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for kind in KINDS:
-        syms = [s for s in symmetries if s.kind == kind]
-        if not syms:
-            continue
-        cols = ("s", "A") if kind == "translation" else ("N", "M")
-        vals = {c: np.zeros(len(syms)) for c in cols}
-        for j, s in enumerate(syms):
-            for m in s.members:
-                if m.param not in state:
-                    raise KeyError(m.param)
-                idx = [0] if m.axis is None else list(m.indices)
-                if kind == "translation":
-                    vals["s"][j] += m.sign * per_index(m.param, m.axis, "sum")[idx].sum()
-                    vals["A"][j] += per_index(m.param, m.axis, "abs")[idx].sum()
-                else:
-                    sq = per_index(m.param, m.axis, "sq")[idx].sum()
-                    vals["N"][j] += m.sign * sq
-                    vals["M"][j] += sq
-        out[kind] = vals
-    return out
-
-
-def _load_checkpoint(path: Path) -> tuple[int | None, dict[str, np.ndarray]]:
-    import torch  # only the checkpoint reader needs torch
-
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunLogError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {first})") from None
-    if not isinstance(ck, Mapping):
-        raise RunLogError(f"{path}: checkpoint is not a dict")
-    state = ck.get("model", ck)
-    if not isinstance(state, Mapping):
-        raise RunLogError(f"{path}: checkpoint 'model' entry is not a state dict")
-    arrays = {k: v.detach().to(torch.float64).numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    step = ck.get("step")
-    return (int(step) if step is not None else None), arrays
-
-
-def check_checkpoints(log: RunLog) -> list[CheckpointCheck]:
-    """Compare ``checkpoints/step_*.pt`` weights with the logged state quantities at their steps."""
-    files = sorted(Path(log.run_dir, "checkpoints").glob("step_*.pt"))
-    out = []
-    first = int(log.steps[0])
-    for f in files:
-        step, state = _load_checkpoint(f)
-        if step is None:
-            m = re.search(r"step_(\d+)", f.name)
-            step = int(m.group(1)) if m else -1
-        row = step - first
-        if not 0 <= row < len(log.steps):
-            out.append(CheckpointCheck(str(f), step, {}, f"step {step} is outside the log "
-                                                         f"(steps {first}..{int(log.steps[-1])})"))
-            continue
-        try:
-            q = state_quantities(state, log.symmetries)
-        except KeyError as exc:
-            raise RunLogError(f"{f}: checkpoint has no parameter {exc.args[0]!r} named by the run's symmetries") from None
-        errs = {}
-        for kind, vals in q.items():
-            main, nrm = ("s", "A") if kind == "translation" else ("N", "M")
-            logged = log.stats[kind][main][row]
-            errs[kind] = float(np.max(np.abs(vals[main] - logged) / np.maximum(vals[nrm], _TINY)))
-        out.append(CheckpointCheck(str(f), step, errs))
-    return out
-
-
 __all__ = ["Evaluation", "GroupResult", "KindSeries", "CheckpointCheck", "evaluate_run", "check_checkpoints",
-           "state_quantities"]
+           "FORMAT", "DEGENERATE_NOTE"]

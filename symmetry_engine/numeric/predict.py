@@ -113,7 +113,9 @@ def _closed_rule(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray, op
 
 def predict_exact(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
                   opt: OptimizerConfig) -> np.ndarray:
-    """Exact discrete law, free-running from row 0: [T+1, G] predicted ``s`` or ``N``."""
+    """Exact discrete law of one class with constant (λ, β, d), free-running from row 0: [T+1, G].
+
+    Runs are evaluated per member class by numeric/class_laws.py; this is the one-class form."""
     lrs, G, spec = _closed_rule(kind, stats, lrs, opt, "no closed exact law; only N_(n+1) = N_n + 2U_n + D_n holds")
     if opt.nesterov and opt.momentum < NESTEROV_MIN_MOMENTUM:
         # the Nesterov state form eliminates an unrecorded inner product through D/β; it is accurate down to
@@ -206,31 +208,53 @@ def _oscillator_segment(z: np.ndarray, f: np.ndarray, Phi: np.ndarray, Gam: np.n
 
 def predict_continuous(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
                        opt: OptimizerConfig) -> np.ndarray:
-    """The paper's continuous dynamics (theory.md §4), [T+1, G]; see the module doc for schedules."""
+    """The paper's continuous dynamics (theory.md §4) for one class, [T+1, G]; see the module doc."""
     lrs, G, spec = _closed_rule(kind, stats, lrs, opt, "the update is not linear in the gradient; no continuous law")
-    coeffs = _continuous_coeffs(kind, spec)
-    p = (opt.weight_decay, opt.momentum, opt.dampening)
     T = lrs.shape[0]
     x0 = np.asarray(stats[quantity_column(kind)], dtype=np.float64)[0]
+    drive = None
+    if kind != "translation":
+        drive = np.asarray(stats["D" if spec.momentum else "G"], dtype=np.float64)[:T]
+    full = lambda v: np.full(T, float(v))  # noqa: E731
+    return continuous_for_class(kind, spec, x0, drive, lrs, full(opt.weight_decay), full(opt.momentum),
+                                full(opt.dampening), np.ones(T, dtype=bool))
+
+
+def continuous_for_class(kind: str, spec: RuleSpec, x0: np.ndarray, drive: np.ndarray | None, lrs: np.ndarray,
+                         lam: np.ndarray, beta: np.ndarray, damp: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Continuous law with per-step hyper-parameters, [T+1, G]: coefficients frozen on every maximal run of
+    constant (η, λ, β, d); the state is carried across; idle steps (class not updated) hold it."""
+    if not spec.closed:
+        raise LawUnavailable(f"{spec.describe()}: the update is not linear in the gradient; no continuous law")
+    coeffs = _continuous_coeffs(kind, spec)
+    T, G = lrs.shape[0], x0.shape[0]
     quadratic = kind != "translation"
-    if coeffs[0] == 1:
-        F = np.asarray(stats["G"], dtype=np.float64)[:T] if quadratic else None
-        return _first_order(x0, lrs, F, coeffs[1], coeffs[2], p)
-    _, gam_f, om_f, drive_f = coeffs
-    hs = lrs * (1.0 - opt.dampening)
-    D = np.asarray(stats["D"], dtype=np.float64)[:T] if quadratic else np.zeros((T, G))
     out = np.empty((T + 1, G))
     out[0] = x0
+    key = np.stack([lrs, lam, beta, damp, active.astype(float)], 1)
+    change = np.flatnonzero(np.any(key[1:] != key[:-1], axis=1)) + 1
+    bounds = np.concatenate([[0], change, [T]]).astype(int)
     z = np.stack([x0, np.zeros(G)])
-    start = 0
-    while start < T:
-        stop = start + 1
-        while stop < T and hs[stop] == hs[start]:
-            stop += 1
-        h = float(hs[start])
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if stop <= start:
+            continue
+        if not active[start]:
+            out[start + 1:stop + 1] = out[start]
+            continue
+        p = (float(lam[start]), float(beta[start]), float(damp[start]))
+        if coeffs[0] == 1:
+            F = drive[start:stop] if quadratic else None
+            seg = _first_order(out[start], lrs[start:stop], F, coeffs[1], coeffs[2], p)
+            out[start + 1:stop + 1] = seg[1:]
+            continue
+        _, gam_f, om_f, drive_f = coeffs
+        h = float(lrs[start]) * (1.0 - p[2])
+        if h <= 0:
+            out[start + 1:stop + 1] = out[start]
+            continue
         Phi, Gam = _zoh(float(gam_f(h, *p)), float(om_f(h, *p)), h)
-        f = float(drive_f(h, *p)) * D[start:stop] / h**2
-        xs, z = _oscillator_segment(z, f, Phi, Gam)
+        D = drive[start:stop] if quadratic else np.zeros((stop - start, G))
+        z = np.stack([out[start], z[1]])
+        xs, z = _oscillator_segment(z, float(drive_f(h, *p)) * D / h**2, Phi, Gam)
         out[start + 1:stop + 1] = xs
-        start = stop
     return out

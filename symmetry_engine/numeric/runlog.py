@@ -1,13 +1,9 @@
-"""Run directory format: ``run.json`` + append-only ``stats.bin`` (see docs/run_format.md).
+"""Run directory: ``run.json`` + append-only ``stats.bin`` (see docs/run_format.md), written and read.
 
 Why this shape: the tracker must survive a crash with everything up to its last flush intact and let a
 resumed run continue the same log, while staying O(groups) per step. A fixed-size little-endian float64
-record per optimizer step gives both: appending never touches earlier bytes, a torn write shows up as a
-file size that is not a whole number of records, and readers can memory-map the file without parsing.
-
-Record for step ``n`` (statistics of θ_n and ĝ_n, before the step): ``[n, η_n, loss_n]`` then, per
-symmetry in order, its block: translation ``s, P, A``; scale/rescale ``N, M, Q, G, D``. ``close()`` adds
-a final record with step ``T``, ``η = loss = NaN`` and NaN in the gradient/step columns.
+record per optimizer step gives both: appending never touches earlier bytes, and readers can map the file
+without parsing. What a record holds is numeric/layout.py; the bytes on disk are numeric/runfile.py.
 """
 
 from __future__ import annotations
@@ -15,43 +11,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .classes import CLASS_COLUMNS, OptimizerClass
+from .layout import HEADER, INITIAL_COLUMNS, KIND_ORDER, STATE_COLUMNS, RecordLayout
 from .runfile import DTYPE, RecordFile, RunLogError, count_records, read_json, read_records, write_json_atomic
 from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
-FORMAT = "nmech-run/1"
-HEADER = ("step", "lr", "loss")
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "translation": ("s", "P", "A"),
-    "scale": ("N", "M", "Q", "G", "D"),
-    "rescale": ("N", "M", "Q", "G", "D"),
-}
-#: Columns that describe the state θ_n (valid in the final record); the others need ĝ_n or θ_{n+1}.
-STATE_COLUMNS = frozenset({"s", "A", "N", "M"})
+FORMAT = "nmech-run/2"
 META_FILE = "run.json"
 STATS_FILE = "stats.bin"
-
-
-def layout() -> dict[str, Any]:
-    """The ``layout`` entry of run.json: enough for an outside program to decode ``stats.bin``."""
-    return {"dtype": "float64", "byte_order": "little", "header": list(HEADER),
-            "columns": {k: list(v) for k, v in COLUMNS.items()}}
-
-
-def record_size(symmetries: Iterable[Symmetry], lay: Mapping[str, Any] | None = None) -> int:
-    """Number of float64 values per record for this symmetry list."""
-    lay = lay or layout()
-    cols = lay["columns"]
-    return len(lay["header"]) + sum(len(cols[s.kind]) for s in symmetries)
-
-
-def block_offsets(symmetries: Sequence[Symmetry]) -> np.ndarray:
-    """Offset (in values) of each symmetry's block inside a record."""
-    sizes = [len(COLUMNS[s.kind]) for s in symmetries]
-    return len(HEADER) + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
+INITIAL_FILE = "initial_state.bin"
 
 
 def _load_meta(run_dir: Path) -> dict[str, Any]:
@@ -67,8 +39,9 @@ def _load_meta(run_dir: Path) -> dict[str, Any]:
         raise RunLogError(f"{path} is corrupt: top level is not an object")
     fmt = meta.get("format")
     if fmt != FORMAT:
-        raise RunLogError(f"{path} has format {fmt!r}; this version reads {FORMAT!r}")
-    for key in ("symmetries", "layout", "record_size"):
+        hint = " (written by an older version: re-run it to compare with the laws)" if fmt == "nmech-run/1" else ""
+        raise RunLogError(f"{path} has format {fmt!r}; this version reads {FORMAT!r}{hint}")
+    for key in ("symmetries", "layout", "record_size", "classes"):
         if key not in meta:
             raise RunLogError(f"{path} is corrupt: key {key!r} missing")
     return meta
@@ -81,19 +54,18 @@ def _parse_symmetries(meta: Mapping[str, Any], where: Path) -> list[Symmetry]:
         raise RunLogError(f"{where}: invalid symmetry entry ({exc})") from None
 
 
-def _check_record_size(meta: Mapping[str, Any], syms: Sequence[Symmetry], where: Path) -> int:
-    lay = meta["layout"]
+def _parse_layout(meta: Mapping[str, Any], syms: Sequence[Symmetry], where: Path) -> tuple[RecordLayout, list[OptimizerClass]]:
     try:
-        expected = record_size(syms, lay)
-    except (KeyError, TypeError):
-        raise RunLogError(f"{where}: layout does not describe the symmetry kinds in the run") from None
-    if [list(v) for v in lay.get("columns", {}).values()] != [list(v) for v in layout()["columns"].values()] \
-            or list(lay.get("header", [])) != list(HEADER):
-        raise RunLogError(f"{where}: layout {lay} differs from the one this version writes")
-    if int(meta["record_size"]) != expected:
+        lay = RecordLayout.from_json(meta["layout"], [s.kind for s in syms])
+        classes = [OptimizerClass.from_json(c) for c in meta["classes"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunLogError(f"{where}: layout or classes invalid ({exc})") from None
+    if len(classes) != lay.n_classes or [c.id for c in classes] != list(range(len(classes))):
+        raise RunLogError(f"{where}: {len(classes)} classes listed for a layout of {lay.n_classes}")
+    if int(meta["record_size"]) != lay.record_size:
         raise RunLogError(f"{where}: record_size {meta['record_size']} does not match the layout "
-                          f"and {len(syms)} symmetries ({expected} values)")
-    return expected
+                          f"and {len(syms)} symmetries ({lay.record_size} values)")
+    return lay, classes
 
 
 class RunWriter:
@@ -105,17 +77,21 @@ class RunWriter:
     lost after the checkpoint at step n and are about to be recomputed, so keeping them would put two
     versions of the same steps in one log; a torn partial record and a final (close) record are cut
     for the same reason. Nothing before step n is touched, and a log that ends before step n (a gap)
-    is refused rather than papered over.
+    is refused rather than papered over. A new log takes its ``layout`` and ``classes``; a resumed one
+    reads them from run.json.
     """
 
     def __init__(self, run_dir: str | os.PathLike, meta: Mapping[str, Any] | None = None,
-                 symmetries: Sequence[Symmetry] = (), *, flush_every: int = 50,
-                 resume_step: int | None = None, overwrite: bool = False) -> None:
+                 symmetries: Sequence[Symmetry] = (), *, layout: RecordLayout | None = None,
+                 classes: Sequence[OptimizerClass] = (), initial_state: np.ndarray | None = None,
+                 flush_every: int = 50, resume_step: int | None = None, overwrite: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.flush_every = max(1, int(flush_every))
         self._closed = False
         if resume_step is None:
-            keep = self._create(dict(meta or {}), list(symmetries), overwrite)
+            if layout is None:
+                raise ValueError("a new run log needs its record layout")
+            keep = self._create(dict(meta or {}), list(symmetries), layout, list(classes), initial_state, overwrite)
         else:
             keep = self._resume(int(resume_step), list(symmetries))
         self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
@@ -125,18 +101,38 @@ class RunWriter:
     def stats_path(self) -> Path:
         return self.run_dir / STATS_FILE
 
-    def _create(self, meta: dict[str, Any], syms: list[Symmetry], overwrite: bool) -> int:
+    @property
+    def record_size(self) -> int:
+        return self.layout.record_size
+
+    def _create(self, meta: dict[str, Any], syms: list[Symmetry], layout: RecordLayout,
+                classes: list[OptimizerClass], initial: np.ndarray | None, overwrite: bool) -> int:
         stats = self.run_dir / STATS_FILE
         if stats.exists() and stats.stat().st_size > 0 and not overwrite:
             raise RunLogError(f"{self.run_dir} already holds a run log; resume it (tracker.load_state_dict) "
                               "or pass overwrite=True")
+        if len(layout.kinds) != len(syms) or list(layout.kinds) != [s.kind for s in syms]:
+            raise ValueError("the layout does not match the symmetries")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.symmetries = syms
-        self.record_size = record_size(syms)
+        self.symmetries, self.layout, self.classes = syms, layout, classes
         self.meta = {"format": FORMAT, "model": None, "optimizer": None, "dtype": None, "device": None}
         self.meta.update(meta)
-        self.meta.update(format=FORMAT, symmetries=symmetries_to_json(syms), layout=layout(),
-                         record_size=self.record_size, steps_recorded=0, closed=False)
+        self.meta.update(format=FORMAT, symmetries=symmetries_to_json(syms), classes=[c.to_json() for c in classes],
+                         layout=layout.to_json(), record_size=layout.record_size, steps_recorded=0, closed=False,
+                         initial_state=None)
+        init_path = self.run_dir / INITIAL_FILE
+        if initial is not None:
+            init = np.asarray(initial, dtype=DTYPE).reshape(-1)
+            if init.size != layout.initial_size():
+                raise ValueError(f"initial state has {init.size} values, the layout {layout.initial_size()}")
+            tmp = init_path.with_name(INITIAL_FILE + ".tmp")
+            f = RecordFile(tmp, init.size, keep=0)
+            f.append(init)
+            f.close()
+            os.replace(tmp, init_path)
+            self.meta["initial_state"] = INITIAL_FILE
+        elif init_path.exists():
+            init_path.unlink()
         write_json_atomic(self.run_dir / META_FILE, self.meta)
         self.next_step = 0
         return 0
@@ -148,14 +144,14 @@ class RunWriter:
             raise RunLogError(f"{self.run_dir}: the tracker's symmetries differ from the logged ones; "
                               "cannot resume into this log")
         self.symmetries = logged
-        self.record_size = _check_record_size(meta, logged, self.run_dir / META_FILE)
+        self.layout, self.classes = _parse_layout(meta, logged, self.run_dir / META_FILE)
         self.meta = meta
         keep = 0
         if count_records(self.stats_path, self.record_size):
             data, _ = read_records(self.stats_path, self.record_size)
-            steps, lrs = data[:, 0], data[:, 1]
+            steps, final = data[:, 0], data[:, 1]
             keep = int(np.searchsorted(steps, step, side="left"))
-            if keep and np.isnan(lrs[keep - 1]):  # a final (close) record never survives a resume
+            if keep and final[keep - 1] == 1:  # a final (close) record never survives a resume
                 keep -= 1
             if keep and step > steps[keep - 1] + 1:
                 raise RunLogError(f"{self.stats_path}: log ends at step {int(steps[keep - 1])} but resume is at "
@@ -202,21 +198,58 @@ class RunWriter:
 
 
 @dataclass
-class RunLog:
-    """A run directory read back: per-kind statistics as ``[T+1, G_kind]`` arrays.
+class KindStats:
+    """The slots of one symmetry kind: ``columns[col]`` is ``[T+1, S]`` (S slots, grouped by symmetry).
 
-    Row ``n`` holds the statistics of step ``steps[n]``; the last row is the final state θ_T (NaN in the
-    gradient/step columns ``P, Q, G, D``). For a run that was not closed (crash, or still training) the
-    last complete record stands in for the final state and ``closed`` is False.
+    ``slot_group[j]`` is the slot's group within this kind (0..G−1), ``slot_class[j]`` its class id;
+    ``starts[g]`` is the first slot of group g, so group totals are ``np.add.reduceat(x, starts, axis=1)``.
+    ``initial`` holds the momentum-buffer statistics at the first step (zeros for a fresh optimizer).
+    """
+
+    columns: dict[str, np.ndarray]
+    slot_group: np.ndarray
+    slot_class: np.ndarray
+    starts: np.ndarray
+    initial: dict[str, np.ndarray]
+
+    @property
+    def groups(self) -> int:
+        return int(self.starts.shape[0])
+
+    def total(self, col: str, rows: slice | None = None) -> np.ndarray:
+        """Group totals of a column, ``[rows, G]``."""
+        x = self.columns[col] if rows is None else self.columns[col][rows]
+        return np.add.reduceat(x, self.starts, axis=1) if x.shape[1] else x
+
+    def __getitem__(self, col: str) -> np.ndarray:
+        return self.columns[col]
+
+    def items(self):
+        return self.columns.items()
+
+    def __contains__(self, col: str) -> bool:
+        return col in self.columns
+
+
+@dataclass
+class RunLog:
+    """A run directory read back.
+
+    ``steps`` has T+1 entries; the last row is the final state θ_T (NaN in the gradient/step columns).
+    For a run that was not closed (crash, or still training) the last complete record stands in for the
+    final state and ``closed`` is False. ``hp[col]`` is ``[T, C]``: each class's hyper-parameters per step.
     """
 
     run_dir: Path
     meta: dict[str, Any]
     symmetries: list[Symmetry]
+    classes: list[OptimizerClass]
+    layout: RecordLayout
     steps: np.ndarray
-    lrs: np.ndarray
     losses: np.ndarray
-    stats: dict[str, dict[str, np.ndarray]]
+    grad_sq: np.ndarray
+    hp: dict[str, np.ndarray]
+    stats: dict[str, KindStats]
     kind_index: list[int]
     groups: dict[str, list[int]]
     closed: bool
@@ -225,7 +258,13 @@ class RunLog:
 
     @property
     def T(self) -> int:
-        return int(self.lrs.shape[0])
+        return int(self.losses.shape[0])
+
+    @property
+    def lrs(self) -> np.ndarray:
+        """Learning rate per step of the first trained class (the only one in a plain run), ``[T]``."""
+        main = next((c.id for c in self.classes if c.trained), 0)
+        return self.hp["lr"][:, main] if self.hp["lr"].shape[1] else np.zeros(self.T)
 
     @property
     def warning(self) -> str | None:
@@ -246,7 +285,8 @@ def read_run(run_dir: str | os.PathLike) -> RunLog:
     meta = _load_meta(run_dir)
     where = run_dir / META_FILE
     syms = _parse_symmetries(meta, where)
-    R = _check_record_size(meta, syms, where)
+    lay, classes = _parse_layout(meta, syms, where)
+    R = lay.record_size
     stats_path = run_dir / STATS_FILE
     data, warns = read_records(stats_path, R)
     n = data.shape[0]
@@ -258,61 +298,93 @@ def read_run(run_dir: str | os.PathLike) -> RunLog:
     if n > 1 and np.any(np.diff(steps) != 1):
         bad = int(np.argmax(np.diff(steps) != 1))
         raise RunLogError(f"{stats_path} is corrupt: step {int(steps[bad])} is followed by {int(steps[bad + 1])}")
-    closed = bool(np.isnan(data[-1, 1]))
+    final = data[:, 1]
+    closed = bool(final[-1] == 1)
+    if np.any(final[:-1] != 0):
+        raise RunLogError(f"{stats_path} is corrupt: a final record before the last one")
     if not closed:
         warns.append(f"run not closed (crashed or still running): the last record, step {int(steps[-1])}, "
                      "stands in for the final state")
-    if np.any(np.isnan(data[:-1, 1])):
-        raise RunLogError(f"{stats_path} is corrupt: learning rate missing before the last record")
-    lrs = data[:-1, 1].copy()
-    losses = data[:-1, 2].copy()
+    losses, grad_sq = data[:-1, 2].copy(), data[:-1, 3].copy()
+    C = lay.n_classes
+    hp = {col: data[:-1, lay.class_offset(0, col):lay.class_offset(0, col) + C * len(CLASS_COLUMNS):len(CLASS_COLUMNS)]
+          .copy() for col in CLASS_COLUMNS} if C else {col: np.zeros((n - 1, 0)) for col in CLASS_COLUMNS}
+    initial = _read_initial(run_dir, meta, lay)
 
-    offsets = block_offsets(syms)
     groups: dict[str, list[int]] = {k: [] for k in KINDS}
     kind_index: list[int] = []
     for i, s in enumerate(syms):
         kind_index.append(len(groups[s.kind]))
         groups[s.kind].append(i)
-    stats: dict[str, dict[str, np.ndarray]] = {}
+    stats: dict[str, KindStats] = {}
+    offsets, slots = lay.slot_offsets, lay.slots
     for kind in KINDS:
         if not groups[kind]:
             continue
-        base = offsets[groups[kind]]
+        idx = lay.kind_slots(kind)
+        base = offsets[idx]
         cols = {}
-        for j, col in enumerate(COLUMNS[kind]):
+        for j, col in enumerate(lay.columns(kind)):
             arr = data[:, base + j].copy()
             if col not in STATE_COLUMNS:
                 arr[-1] = np.nan
             cols[col] = arr
-        stats[kind] = cols
+        g_global = np.array([slots[i][0] for i in idx], dtype=np.int64)
+        local = {g: j for j, g in enumerate(groups[kind])}
+        slot_group = np.array([local[g] for g in g_global], dtype=np.int64)
+        starts = np.searchsorted(slot_group, np.arange(len(groups[kind])), side="left").astype(np.int64)
+        init = {c: initial[lay.initial_offsets[idx] + j] for j, c in enumerate(INITIAL_COLUMNS[kind])}
+        stats[kind] = KindStats(cols, slot_group, np.array([slots[i][1] for i in idx], dtype=np.int64), starts, init)
 
-    diverged_at = _first_nonfinite(data, syms, offsets, losses)
+    diverged_at, why = _first_nonfinite(data, lay, hp, classes, losses)
     if diverged_at is not None:
-        warns.append(f"training diverged: non-finite loss or statistics from step {int(steps[diverged_at])} "
-                     f"(of {int(steps[-1])}); only steps before it can be compared with the laws")
-    return RunLog(run_dir=run_dir, meta=meta, symmetries=syms, steps=steps.astype(np.int64), lrs=lrs,
-                  losses=losses, stats=stats, kind_index=kind_index, groups=groups, closed=closed,
-                  diverged_at=diverged_at, warnings=warns)
+        warns.append(f"training diverged: {why} from step {int(steps[diverged_at])} (of {int(steps[-1])}); "
+                     "only steps before it can be compared with the laws")
+    return RunLog(run_dir=run_dir, meta=meta, symmetries=syms, classes=classes, layout=lay,
+                  steps=steps.astype(np.int64), losses=losses, grad_sq=grad_sq, hp=hp, stats=stats,
+                  kind_index=kind_index, groups=groups, closed=closed, diverged_at=diverged_at, warnings=warns)
 
 
-def _first_nonfinite(data: np.ndarray, syms: Sequence[Symmetry], offsets: np.ndarray,
-                     losses: np.ndarray) -> int | None:
-    """Row of the first non-finite value that should be finite (None if the run never diverged).
+def _read_initial(run_dir: Path, meta: Mapping[str, Any], lay: RecordLayout) -> np.ndarray:
+    """Per-slot momentum-buffer statistics at the first step (zeros when the log began with fresh buffers)."""
+    size = lay.initial_size()
+    name = meta.get("initial_state")
+    if not name:
+        return np.zeros(size)
+    data, warns = read_records(run_dir / str(name), size)
+    if data.shape[0] != 1 or warns:
+        raise RunLogError(f"{run_dir / str(name)} is corrupt: expected one record of {size} values")
+    return data[0].copy()
+
+
+def _first_nonfinite(data: np.ndarray, lay: RecordLayout, hp: Mapping[str, np.ndarray],
+                     classes: Sequence[OptimizerClass], losses: np.ndarray) -> tuple[int | None, str]:
+    """Row of the first non-finite value that should be finite, and what it was (None if none).
 
     Gradient/step columns are NaN by design in the last row. A NaN loss alone is not counted, because
     it also means "not recorded" (``record_loss`` is optional); a diverging loss poisons ĝ in the same
-    step, so the gradient statistics catch it. An infinite loss counts.
+    step, so the gradient statistics catch it. An infinite loss counts, and so does a non-finite learning
+    rate of a class the optimizer trains (the update itself is then undefined).
     """
     n = data.shape[0]
     state_idx, grad_idx = [], []
-    for s, off in zip(syms, offsets):
-        for j, col in enumerate(COLUMNS[s.kind]):
+    for off, (g, _) in zip(lay.slot_offsets, lay.slots):
+        for j, col in enumerate(lay.columns(lay.kinds[g])):
             (state_idx if col in STATE_COLUMNS else grad_idx).append(int(off) + j)
-    bad = np.zeros(n, dtype=bool)
+    checks: list[tuple[np.ndarray, str]] = []
     if state_idx:
-        bad |= ~np.isfinite(data[:, state_idx]).all(axis=1)
-    if grad_idx and n > 1:
-        bad[:-1] |= ~np.isfinite(data[:-1, grad_idx]).all(axis=1)
-    if losses.size:
-        bad[:-1] |= np.isinf(losses)
-    return int(np.argmax(bad)) if bad.any() else None
+        checks.append((~np.isfinite(data[:, state_idx]).all(axis=1), "non-finite parameters"))
+    if n > 1:
+        pad = lambda x: np.concatenate([x, [False]])  # noqa: E731 - the last row has no step
+        if grad_idx:
+            checks.append((pad(~np.isfinite(data[:-1, grad_idx]).all(axis=1)), "non-finite gradient statistics"))
+        checks.append((pad(~np.isfinite(data[:-1, 3])), "non-finite gradient norm"))
+        checks.append((pad(np.isinf(losses)), "infinite loss"))
+        trained = [c.id for c in classes if c.trained]
+        if trained:
+            checks.append((pad(~np.isfinite(hp["lr"][:, trained]).all(axis=1)), "non-finite learning rate"))
+    first, why = None, ""
+    for bad, what in checks:
+        if bad.any() and (first is None or int(np.argmax(bad)) < first):
+            first, why = int(np.argmax(bad)), what
+    return first, why

@@ -150,32 +150,45 @@ class CompiledRecurrence:
     offsets: tuple[Callable, Callable]    # (first, step): (*inputs, eta, lambda, beta, d) -> list k
 
     def run(self, initial: np.ndarray, inputs: Mapping[str, np.ndarray], lrs: np.ndarray,
-            params: Mapping[str, float]) -> np.ndarray:
-        """Free-running forecast: states [k, G] at step 0 → quantity [T+1, G]."""
+            params: Mapping[str, float | np.ndarray], first_at: int | None = 0,
+            active: np.ndarray | None = None) -> np.ndarray:
+        """Free-running forecast: states [k, G] at step 0 → quantity [T+1, G].
+
+        ``params`` values are scalars or per-step arrays [T] (OneCycle's momentum, a class's weight
+        decay). ``first_at`` is the step whose update fills the momentum buffer with PyTorch's undampened
+        first step (None: the buffer already existed when the log began). ``active[n]`` False means the
+        optimizer did not touch these parameters at step n (no gradient, frozen): every state stays.
+        A zero learning rate is exact too: the D/η terms of the momentum laws are 0/0 there, and their
+        limit is 0 (D = η²|v|²), which a tiny positive η reproduces because D is recorded as exactly 0.
+        """
         lrs = np.asarray(lrs, dtype=np.float64)
         T = lrs.shape[0]
         x = np.array(initial, dtype=np.float64)
         G = x.shape[1]
         k = len(self.states)
-        p = [float(params[n]) for n in PARAM_NAMES]
         out = np.empty((T + 1, G))
         out[0] = x[0]
         if T == 0:
             return out
-        eta = lrs[:, None]
+        eta = np.where(lrs == 0, 1e-300, lrs)[:, None]
+        p = [np.broadcast_to(np.asarray(params[n], dtype=np.float64), (T,))[:, None] for n in PARAM_NAMES]
         ins = [np.asarray(inputs[name], dtype=np.float64)[:T] for name in self.inputs]
         A = np.empty((T, k, k))
         b = np.empty((T, k, G))
-        for which, sl in ((0, slice(0, 1)), (1, slice(1, T))):
-            if sl.start >= T:
+        for which in (1, 0):
+            if which == 0 and (first_at is None or not 0 <= first_at < T):
                 continue
-            mat = self.matrices[which](eta[sl], *p)
-            off = self.offsets[which](*[v[sl] for v in ins], eta[sl], *p)
-            n = sl.stop - sl.start
+            mat = self.matrices[which](eta, *p)
+            off = self.offsets[which](*ins, eta, *p)
+            rows = slice(None) if which == 1 else slice(first_at, first_at + 1)
             for i in range(k):
-                b[sl, i, :] = np.broadcast_to(off[i], (n, G))
+                b[rows, i, :] = np.broadcast_to(off[i], (T, G))[rows]
                 for j in range(k):
-                    A[sl, i, j] = np.broadcast_to(mat[i][j], (n, 1))[:, 0]
+                    A[rows, i, j] = np.broadcast_to(mat[i][j], (T, 1))[rows, 0]
+        if active is not None:
+            idle = ~np.asarray(active, dtype=bool)[:T]
+            A[idle] = np.eye(k)
+            b[idle] = 0.0
         for n in range(T):
             x = A[n] @ x + b[n]
             out[n + 1] = x[0]

@@ -1,0 +1,98 @@
+"""Verdicts: what a group's numbers say about its symmetry in this run, with thresholds from the dtype.
+
+Why: the exact identity takes the recorded breaking terms as inputs, so it matches whatever the slice is;
+only the *law* (breaking set to what the symmetry says) and the measured breaking test the symmetry
+(theory.md §5). The thresholds follow from u, the unit round-off of the run's dtype
+(``np.finfo(dtype).eps``: 1.2e-7 for float32, 2.2e-16 for float64):
+
+* ``exact_identity = law_holds = 1e3·u`` — a recurrence of float64 statistics of parameters stored in the
+  run's dtype accumulates about u per step relative to the group's size, growing like √T; 1e3·u covers
+  runs up to ~10⁶ steps (measured: 6e-15 in float64, 1e-6 in float32 after a few hundred steps);
+* ``breaking_roundoff = 1e3·u`` — the measured breaking |⟨ĝ, ξ⟩| / (|ĝ| |ξ|) (|ĝ| over the whole model, as
+  certification uses) of an exact symmetry is round-off of the backward pass: certified models give ~1e-16
+  in float64; in float32 the sums over a batch's activations give up to ~1e-5;
+* ``breaking_eps_factor = 1e3`` — a normalizer with ε > 0 breaks its scale symmetry by ⟨g, θ_A⟩ = −2ε ∂L/∂ε,
+  about ε/σ² of the gradient for a channel of variance σ²; breaking up to 1e3·ε (channels with σ² down to
+  1e-3) is attributed to ε, above it no normalizer explains it;
+* ``degenerate_ratio = 10`` — a group whose size stays within 10× the drift its own recorded breaking
+  terms cause is round-off itself (zero-initialised biases before batch norm): its relative errors mean
+  nothing, so it is counted apart.
+
+Verdicts, in this order: **broken** — breaking above what round-off and ε explain (there is no such
+symmetry in this run); **holds** — the law within ``law_holds`` and breaking at round-off;
+**degenerate** — as above; **approximate** — everything else, with its cause (the normalizer's ε, or the
+dtype's round-off accumulated by the law). A group whose breaking cannot be observed (members without a
+computed gradient), or whose gradient was exactly zero throughout (a dead unit: the symmetry is not
+exercised), is judged on its law alone, and its cause says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+VERDICTS = ("holds", "approximate", "broken", "degenerate")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    dtype: str
+    unit_roundoff: float
+    exact_identity: float
+    law_holds: float
+    breaking_roundoff: float
+    breaking_eps_factor: float = 1e3
+    degenerate_ratio: float = 10.0
+
+    @classmethod
+    def for_dtype(cls, dtype: str | None) -> "Thresholds":
+        name = str(dtype or "float32").replace("torch.", "")
+        try:
+            u = float(np.finfo(np.dtype(name)).eps)
+        except TypeError:
+            u = float(np.finfo(np.float32).eps)  # bfloat16 and friends: the float32 statistics bound them
+            name = f"{name} (float32 thresholds)"
+        return cls(name, u, 1e3 * u, 1e3 * u, 1e3 * u)
+
+    def allowed_breaking(self, eps: float) -> float:
+        return max(self.breaking_roundoff, self.breaking_eps_factor * max(float(eps), 0.0))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    cause: str | None
+
+
+def judge(th: Thresholds, *, err_law: float, breaking: float | None, eps: float, size_max: float,
+          breaking_drift: float, closed_law: bool = True, exercised: bool = True) -> Verdict:
+    """One group's verdict from its law error, measured breaking and normalizer ε (see the module doc).
+
+    Causes are short categories (the numbers are in the group's own fields), so reports can count them."""
+    allowed = th.allowed_breaking(eps)
+    observed = breaking is not None and math.isfinite(breaking)
+    eps_cause = f"normalizer ε = {eps:g}"
+    if observed and breaking > allowed:
+        return Verdict("broken", f"breaking above 1e3·ε ({eps_cause})" if eps > 0 else
+                       "breaking above the round-off bound")
+    if not closed_law:
+        if not observed:
+            return Verdict("approximate", "no closed law for this optimizer; gradient constraint not observable")
+        if breaking <= th.breaking_roundoff:
+            return Verdict("holds", "gradient constraint at round-off; no closed law for this optimizer")
+        return Verdict("approximate", f"{eps_cause}; no closed law for this optimizer")
+    untested = None if observed else "symmetry not tested: members without a computed gradient"
+    if observed and not exercised:
+        untested = "not exercised: its gradient was exactly zero at every step (e.g. a dead unit)"
+    if err_law <= th.law_holds and (not observed or breaking <= th.breaking_roundoff):
+        return Verdict("holds", untested)
+    if size_max <= th.degenerate_ratio * breaking_drift:
+        return Verdict("degenerate", "round-off quantity")
+    if observed and breaking > th.breaking_roundoff and eps > 0:
+        return Verdict("approximate", eps_cause)
+    return Verdict("approximate", untested or f"{th.dtype} round-off accumulated by the law")
