@@ -241,3 +241,42 @@ def test_the_setups_fail_without_what_they_test(tmp_path, monkeypatch, drop):
     monkeypatch.setattr(class_laws, "schedules", crippled)
     ev = _run(tmp_path, "x", make, steps=30, **kw)
     assert max(g.err_exact for g in ev.groups if g.verdict != "degenerate") > 1e-4
+
+
+def test_late_attached_tracker_resumes_into_the_same_log(tmp_path):
+    """A tracker attached after untracked steps, checkpointed and resumed in a new process-like setting
+    (fresh model, optimizer and tracker objects), writes the same log as an uninterrupted one."""
+    import copy
+
+    def fresh():
+        model = _model()
+        opt = torch.optim.SGD(_decay_split(model), lr=0.05, momentum=0.9)
+        _loop(model, opt, 12)   # untracked: the buffers fill
+        return model, opt
+
+    x, _ = _data()
+    model, opt = fresh()
+    tr = nm.track(model, opt, tmp_path / "a", example_inputs=x[:4], flush_every=3)
+    _loop(model, opt, 10, tracker=tr, start=12)
+    tr.close()
+    ref = (tmp_path / "a" / "stats.bin").read_bytes()
+
+    model, opt = fresh()
+    syms = nm.analyze(model, x[:4]).symmetries
+    tr = nm.Tracker(model, opt, tmp_path / "b", syms, flush_every=3)
+    _loop(model, opt, 4, tracker=tr, start=12)
+    ck = {"model": copy.deepcopy(model.state_dict()), "opt": copy.deepcopy(opt.state_dict()), "tracker": tr.state_dict()}
+    _loop(model, opt, 3, tracker=tr, start=16)   # then the process dies
+    tr.abort()
+    model2 = _model()
+    model2.load_state_dict(ck["model"])
+    opt2 = torch.optim.SGD(_decay_split(model2), lr=0.05, momentum=0.9)
+    opt2.load_state_dict(ck["opt"])
+    tr2 = nm.Tracker(model2, opt2, tmp_path / "b", syms, flush_every=3)
+    tr2.load_state_dict(ck["tracker"])
+    _loop(model2, opt2, 6, tracker=tr2, start=16)
+    tr2.close()
+    assert (tmp_path / "b" / "stats.bin").read_bytes() == ref
+    assert (tmp_path / "b" / "initial_state.bin").read_bytes() == (tmp_path / "a" / "initial_state.bin").read_bytes()
+    ev = evaluate_run(tmp_path / "b", checkpoints=False)
+    _assert_trustworthy(ev)
