@@ -93,6 +93,8 @@ def judge(th: Thresholds, *, err_law: float, breaking: float | None, eps: float,
         return Verdict("holds", untested)
     if size_max <= th.degenerate_ratio * breaking_drift:
         return Verdict("degenerate", "round-off quantity")
-    if observed and breaking > th.breaking_roundoff and eps > 0:
-        return Verdict("approximate", eps_cause)
+    if eps > 0 and observed:
+        # above round-off the breaking is the normalizer's; below it, ε and round-off cannot be told apart
+        return Verdict("approximate", eps_cause if breaking > th.breaking_roundoff else
+                       f"{eps_cause} or {th.dtype} round-off (not separable at this precision)")
     return Verdict("approximate", untested or f"{th.dtype} round-off accumulated by the law")
