@@ -116,9 +116,14 @@ class GLSymmetry:
             return symmetric_basis(self.r)
         return symmetric_part_of_span(self.basis_array())
 
-    def constraint_projector(self) -> np.ndarray | None:
-        """[r², r²] projector onto 𝔤 (the constraint is P(Q) = 0); None for GL(r) (P = identity)."""
-        return None if self.basis is None else span_projector(self.basis_array())
+    def constraint_basis(self) -> np.ndarray | None:
+        """[K, r²] orthonormal rows spanning 𝔤 (the constraint is: Q's coordinates on them vanish);
+        None for GL(r), where the constraint is Q = 0."""
+        if self.basis is None:
+            return None
+        b = self.basis_array().reshape(len(self.basis), -1)
+        _, s, vt = np.linalg.svd(b, full_matrices=False)
+        return vt[s > 1e-10 * max(s.max(initial=0.0), 1.0)]
 
     def rest_sizes(self, shapes: Mapping[str, Sequence[int]]) -> tuple[int, ...]:
         return tuple(m.rest(shapes[m.param]) for m in self.members)

@@ -277,3 +277,50 @@ def test_resume_reproduces_the_uninterrupted_log(tmp_path) -> None:
     run(m3, o3, t3, 30, 20)
     t3.close()
     assert (tmp_path / "full" / DATA_FILE).read_bytes() == (tmp_path / "resumed" / DATA_FILE).read_bytes()
+
+
+def test_optimizer_without_a_law(tmp_path) -> None:
+    """Adam: no matrix law is derived, but the symmetry (breaking) is still measured from D-free statistics."""
+    torch.manual_seed(9)
+    model = MHA().double()
+    x, y = data((16, 5, 8), 9)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with MatrixTracker(model, opt, tmp_path, multihead_attention("attn", 8, 2)):
+        for _ in range(10):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    ev = evaluate_matrix_run(tmp_path)
+    for row in ev["symmetries"]:
+        assert row["verdict"] == "no law" and row["err_law"] is None and "adam" in row["reason"]
+        assert row["breaking"] <= 1e-12
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert {b["Gamma_or_D"] for b in meta["blocks"]} == {"D"}
+
+
+def test_record_layout_and_subgroup_coordinates(tmp_path) -> None:
+    """GL(r) blocks store upper triangles (3·r(r+1)/2 + 4 numbers); a rotary subgroup r/2 coordinates."""
+    torch.manual_seed(10)
+    model = MHA().double()
+    x, y = data((16, 5, 8), 10)
+    qk = multihead_attention("attn", 8, 2)[0]
+    sub = GLSymmetry(4, qk.members, "attn", "rotary", tuple(tuple(map(tuple, b)) for b in rope_basis(4)))
+    t = train(model, x, y, tmp_path, [qk, sub], steps=5, momentum=0.0, dampening=0.0)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert [b["coordinates"] for b in meta["blocks"]] == [10, 2]
+    assert t.record_size == 1 + (3 * 10 + 4) + (3 * 2 + 4)
+    assert [b["Gamma_or_D"] for b in meta["blocks"]] == ["Gamma", "Gamma"]
+    raw = (tmp_path / DATA_FILE).read_bytes()
+    assert len(raw) == 8 * t.record_size * 6        # 5 steps + the final state record
+    # the GL block's C coordinates are C's upper triangle, straight from the weights at the final state
+    import numpy as np
+    rec = np.frombuffer(raw, "<f8").reshape(6, -1)[-1]
+    W = dict(model.named_parameters())
+    X = torch.cat([W["attn.in_proj_weight"][0:4], W["attn.in_proj_bias"][0:4, None]], 1).detach()
+    Y = torch.cat([W["attn.in_proj_weight"][8:12], W["attn.in_proj_bias"][8:12, None]], 1).detach()
+    C = (X @ X.T - Y @ Y.T).numpy()
+    off = meta["blocks"][0]["offset"] + 1
+    assert np.allclose(rec[off:off + 10], C[np.triu_indices(4)], rtol=1e-14, atol=1e-15)
+    sub_off = meta["blocks"][1]["offset"] + 1
+    want = [C[0, 0] + C[1, 1], C[2, 2] + C[3, 3]]
+    assert np.allclose(sorted(np.abs(rec[sub_off:sub_off + 2]) * np.sqrt(2)), sorted(np.abs(want)), rtol=1e-12)

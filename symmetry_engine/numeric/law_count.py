@@ -153,8 +153,10 @@ def law_count_report(symmetries: Sequence[Symmetry | Mapping[str, Any]],
     count, kept, dropped, methods = 0, [], [], set()
     for c in range(ncomp):
         rows = np.flatnonzero(label == c)
-        if rows.size == 1:
-            count += int(norms[rows[0]] > 0)
+        if rows.size == 1:                     # one function alone: independent unless identically 0
+            nonzero = bool(norms[rows[0]] > 0)
+            count += int(nonzero)
+            (kept if nonzero else dropped).append(1.0 if nonzero else 0.0)
             continue
         rel, how = _component_singulars(J[rows])
         methods.add(how)

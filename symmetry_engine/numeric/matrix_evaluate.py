@@ -40,6 +40,16 @@ def _sym_from_ut(ut: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
+def _matrices(coords: np.ndarray, r: int, directions: np.ndarray | None) -> np.ndarray:
+    """Coordinates → symmetric r×r matrices (upper triangle, or Σ_l c_l S_l on orthonormal directions).
+
+    For a subgroup this is the orthogonal projection of the matrix on 𝔤 ∩ Sym(r); the laws are linear
+    with scalar coefficients, so forecasting the projections is projecting the forecast."""
+    if directions is None:
+        return _sym_from_ut(coords, r)
+    return np.einsum("...l,lij->...ij", coords, directions)
+
+
 def _spec(cfg: Mapping[str, Any] | None):
     """The RuleSpec of a param group, or a reason why no law is derived."""
     from ..symbolic.optimizers import RuleSpec
@@ -53,16 +63,18 @@ def _spec(cfg: Mapping[str, Any] | None):
     return RuleSpec(momentum=cfg.get("momentum", 0.0) > 0, decoupled=bool(cfg.get("decoupled_weight_decay"))), ""
 
 
-def _block(data: np.ndarray, offset: int, r: int, T: int) -> dict[str, np.ndarray]:
-    lay = block_layout(r)
+def _block(data: np.ndarray, blk: Mapping[str, Any], T: int) -> dict[str, np.ndarray]:
+    r, L, offset = int(blk["r"]), int(blk["coordinates"]), int(blk["offset"])
+    lay = block_layout(L)
+    dirs = None if blk.get("directions") is None else np.asarray(blk["directions"], dtype=np.float64)
 
     def col(name: str, rows: int) -> np.ndarray:
         s, n = lay[name]
         return data[:rows, offset + s: offset + s + n]
 
-    return {"eta": col("eta", T)[:, 0], "C": _sym_from_ut(col("C", T + 1), r),
-            "Q": col("Q", T).reshape(T, r, r), "Gamma": _sym_from_ut(col("Gamma", T), r),
-            "D": _sym_from_ut(col("D", T), r), "theta_sq": col("theta_sq", T + 1)[:, 0],
+    return {"eta": col("eta", T)[:, 0], "C": _matrices(col("C", T + 1), r, dirs),
+            "Q": _matrices(col("Q", T), r, dirs), blk.get("Gamma_or_D", "D"): _matrices(col("Gamma_or_D", T), r, dirs),
+            "Q_constraint": col("Q_constraint", T)[:, 0], "theta_sq": col("theta_sq", T + 1)[:, 0],
             "grad_sq": col("grad_sq", T)[:, 0]}
 
 
@@ -95,8 +107,8 @@ def evaluate_matrix_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     # A log without a final record (crash, still running) uses its last record as the final state.
     closed = bool(meta.get("closed"))
     T = data.shape[0] - 1
-    c_cols = [int(b["offset"]) + block_layout(int(b["r"]))["C"][0] + j
-              for b in meta["blocks"] for j in range(block_layout(int(b["r"]))["C"][1])]
+    c_cols = [int(b["offset"]) + block_layout(int(b["coordinates"]))["C"][0] + j
+              for b in meta["blocks"] for j in range(int(b["coordinates"]))]
     finite = np.all(np.isfinite(data[:, c_cols]), axis=1)   # C is recorded in every record, NaN only if diverged
     if not finite.all():
         T = min(T, int(np.argmin(finite)) - 1)
@@ -108,7 +120,7 @@ def evaluate_matrix_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     results: list[dict[str, Any]] = []
     for i, (sym, blk) in enumerate(zip(syms, meta["blocks"])):
         r = sym.r
-        st = _block(data, int(blk["offset"]), r, max(T, 0))
+        st = _block(data, blk, max(T, 0))
         dirs = sym.conserved_directions()
         cols = blk.get("columns") or {}
         laws = (gl_law_count(r, cols.get("M", r), cols.get("M^-T", r)) if sym.basis is None
@@ -121,10 +133,8 @@ def evaluate_matrix_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         proj = lambda X: np.einsum("lij,...ij->...l", dirs, X)  # noqa: E731
         meas = proj(st["C"])
         drift = float(np.max(np.linalg.norm(meas - meas[0], axis=-1))) / scale if scale > 0 else float("nan")
-        P = sym.constraint_projector()
-        gq = st["Q"].reshape(T, -1) if P is None else st["Q"].reshape(T, -1) @ P
         den = np.sqrt(st["grad_sq"] * st["theta_sq"][:T])
-        ratio = np.linalg.norm(gq, axis=1)[den > 0] / den[den > 0]
+        ratio = st["Q_constraint"][den > 0] / den[den > 0]
         breaking = float(ratio.max()) if ratio.size else 0.0
         row.update(drift=drift, breaking=breaking, rule=None if spec is None else spec.describe())
         if spec is None or T < 1 or scale == 0:
@@ -135,7 +145,11 @@ def evaluate_matrix_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
             continue
         cfg = blk["optimizer"]
         kw = dict(lam=cfg["weight_decay"], beta=cfg["momentum"], d=cfg["dampening"], acts=sym.acts)
-        base = {"Gamma": st["Gamma"], "D": st["D"]}
+        needed = "D" if spec.momentum else "Gamma"
+        if needed not in st:   # plain SGD's law from D: the heavy-ball form at β = 0 is the same rule
+            spec = type(spec)(momentum=True, decoupled=spec.decoupled)
+            kw.update(beta=0.0, d=0.0)
+        base = {k: st[k] for k in ("Gamma", "D") if k in st}
         exact = forecast_matrix(spec, st["C"][0], {**base, "Q": st["Q"]}, st["eta"], **kw)
         law = forecast_matrix(spec, st["C"][0], {**base, "Q": np.zeros_like(st["Q"])}, st["eta"], **kw)
         err_exact = float(np.max(np.linalg.norm(proj(exact) - meas, axis=-1))) / scale

@@ -1,21 +1,25 @@
-"""Optimizer hooks that record, per step and per matrix symmetry, the r×r statistics its laws need.
+"""Optimizer hooks that record, per step and per matrix symmetry, the statistics its exact law needs.
 
 Why its own files: the scalar log (run.json + stats.bin) has one scalar block per group; a matrix
-symmetry needs r×r matrices, and the laws of ``symbolic/matrix_laws.py`` need exactly these per step n
-(θ_n, ĝ_n before the step; Δ_n = θ_{n+1} − θ_n after it):
+symmetry needs r×r matrices.  The laws of ``symbolic/matrix_laws.py`` are linear in C, Q + Qᵀ and Γ (or
+D) with scalar coefficients, and the conserved functions are the projections ⟨S_l, C⟩ on 𝔤 ∩ Sym(r)
+(``GLSymmetry.conserved_directions``), so the laws close on those projections: per step n (θ_n, ĝ_n
+before the step; Δ_n = θ_{n+1} − θ_n after it) the tracker records, as L coordinates each,
 
-* C_n = P(θ, θ) = Σ_M X Xᵀ − Σ_{M⁻ᵀ} Y Yᵀ           (symmetric: upper triangle)
-* Q_n = P(ĝ, θ) = Σ_M G_X Xᵀ − Σ_{M⁻ᵀ} Y G_Yᵀ        (full r×r: its projection on the Lie algebra is
-  the symmetry's constraint, its symmetric part enters the laws)
-* Γ_n = P(ĝ, ĝ) (plain SGD's law) and D_n = P(Δ, Δ) (heavy ball's law), both symmetric
-* η_n of the member's param group, |θ|² and |ĝ|² over the members (unsigned; the scales of C and Q).
+* C_n = P(θ, θ) = Σ_M X Xᵀ − Σ_{M⁻ᵀ} Y Yᵀ;
+* the symmetric part of Q_n = P(ĝ, θ) = Σ_M G_X Xᵀ − Σ_{M⁻ᵀ} Y G_Yᵀ (what the law needs), and, as one
+  number, |Q_n| projected on the Lie algebra (the constraint; GL(r): |Q_n|_F) for the breaking measure;
+* Γ_n = P(ĝ, ĝ) (plain torch.optim.SGD) or D_n = P(Δ, Δ) (momentum, or any other optimizer: D is taken
+  from the member slices themselves, a copy of the views across ``step()``, exact for every rule);
+* η_n of the members' param group, |θ_n|² and |ĝ_n|² over the members (unsigned: the scales of C and Q).
 
-Everything is reduced on the parameters' device in float64, batched over the heads of a layer (see
-``matrix_views.ViewPlan``).  Δ is taken from the member slices themselves (a copy of the views across
-``step()``), which is exact for every optimizer.  Records stay on the device until a flush (every
-``flush_every`` steps), then go to ``matrix.bin`` (append-only, fsynced) through
-``runfile.RecordFile``; ``matrix.json`` says what is in them (docs/run_format.md).  The scalar log is
-not touched: this tracker attaches its own hooks and can run beside the scalar one.
+Coordinates: GL(r) stores the upper triangle of each symmetric matrix (row-major, i ≤ j), so L = r(r+1)/2;
+a subgroup stores ⟨S_l, ·⟩ on the orthonormal basis S_l of 𝔤 ∩ Sym(r) listed in matrix.json (rotary
+Q/K: r/2 numbers instead of r(r+1)/2).  Everything is reduced on the parameters' device in float64,
+batched over the heads of a layer (``matrix_views.ViewPlan``).  Records stay on the device until a flush
+(every ``flush_every`` steps), then go to ``matrix.bin`` (append-only, fsynced) through
+``runfile.RecordFile``; ``matrix.json`` says what is in them (docs/run_format.md).  The scalar log is not
+touched: this tracker attaches its own hooks and can run beside the scalar one.
 """
 
 from __future__ import annotations
@@ -34,13 +38,12 @@ from .runfile import RecordFile, RunLogError, count_records, read_json, write_js
 FORMAT = "nmech-matrix/1"
 META_FILE, DATA_FILE = "matrix.json", "matrix.bin"
 HEADER = ("step",)
-BLOCK = ("eta", "C", "Q", "Gamma", "D", "theta_sq", "grad_sq")
+BLOCK = ("eta", "C", "Q", "Gamma_or_D", "Q_constraint", "theta_sq", "grad_sq")
 
 
-def block_layout(r: int) -> dict[str, tuple[int, int]]:
-    """(start, length) of each column in one symmetry's block; symmetric matrices as upper triangles."""
-    sizes = {"eta": 1, "C": r * (r + 1) // 2, "Q": r * r, "Gamma": r * (r + 1) // 2, "D": r * (r + 1) // 2,
-             "theta_sq": 1, "grad_sq": 1}
+def block_layout(L: int) -> dict[str, tuple[int, int]]:
+    """(start, length) of each column in one symmetry's block with L coordinates per matrix."""
+    sizes = {"eta": 1, "C": L, "Q": L, "Gamma_or_D": L, "Q_constraint": 1, "theta_sq": 1, "grad_sq": 1}
     out, pos = {}, 0
     for k in BLOCK:
         out[k] = (pos, sizes[k])
@@ -48,8 +51,13 @@ def block_layout(r: int) -> dict[str, tuple[int, int]]:
     return out
 
 
-def block_size(r: int) -> int:
-    return sum(n for _, n in block_layout(r).values())
+def block_size(L: int) -> int:
+    return 3 * L + 4
+
+
+def coordinates(sym: GLSymmetry) -> int:
+    """L: r(r+1)/2 for GL(r), dim(𝔤 ∩ Sym(r)) for a subgroup."""
+    return sym.r * (sym.r + 1) // 2 if sym.basis is None else len(sym.conserved_directions())
 
 
 def group_config(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,10 +98,12 @@ class MatrixTracker:
         self.offsets, pos = [], len(HEADER)
         for s in self.symmetries:
             self.offsets.append(pos)
-            pos += block_size(s.r)
+            pos += block_size(coordinates(s))
         self.record_size = pos
         self._positions = [self._plan_positions(p) for p in self.plans]
         self._group_of, self.warnings = self._param_groups()
+        self._second = [self._gamma_or_d(g) for g in self._group_of]
+        self._coord = [self._plan_coordinates(p) for p in self.plans]
         self.step = 0
         self._writer: RecordFile | None = None
         self._resume_step: int | None = None
@@ -105,9 +115,32 @@ class MatrixTracker:
                          optimizer.register_step_post_hook(self._post_hook)]
 
     # -- plan ----------------------------------------------------------------------------------------
+    def _gamma_or_d(self, group: int | None) -> str:
+        """Γ for plain torch.optim.SGD (its law needs no Δ, so no copy of the slices); D otherwise."""
+        if group is None or type(self.optimizer) is not torch.optim.SGD:
+            return "D"
+        return "D" if self.optimizer.param_groups[group].get("momentum", 0) else "Gamma"
+
+    def _plan_coordinates(self, plan: ViewPlan) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(directions [L, r, r], constraint basis [K, r²]) for a subgroup plan; (None, None) for GL(r)."""
+        sym = self.symmetries[plan.sym_ids[0]]
+        if sym.basis is None:
+            return None, None
+        dirs = torch.as_tensor(sym.conserved_directions(), dtype=F64, device=self.device)
+        return dirs, torch.as_tensor(sym.constraint_basis(), dtype=F64, device=self.device)
+
+    def _coords(self, plan_i: int, X: torch.Tensor) -> torch.Tensor:
+        """[S, r, r] symmetric-use matrices → [S, L] coordinates (upper triangle, or ⟨S_l, X⟩)."""
+        dirs = self._coord[plan_i][0]
+        if dirs is None:
+            r = X.shape[-1]
+            iu = torch.triu_indices(r, r, device=X.device)
+            return 0.5 * (X + X.transpose(1, 2))[:, iu[0], iu[1]]
+        return torch.einsum("lij,sij->sl", dirs, X)
+
     def _plan_positions(self, plan: ViewPlan) -> dict[str, torch.Tensor]:
         """Per column: [S, length] positions in the record of each of the plan's symmetries."""
-        lay = block_layout(plan.r)
+        lay = block_layout(coordinates(self.symmetries[plan.sym_ids[0]]))
         base = torch.as_tensor([self.offsets[i] for i in plan.sym_ids], device=self.device)
         return {k: base[:, None] + torch.arange(s, s + n, device=self.device)[None] for k, (s, n) in lay.items()}
 
@@ -136,10 +169,13 @@ class MatrixTracker:
         return {"format": FORMAT, "dtype": str(p.dtype).replace("torch.", ""), "device": str(p.device),
                 "optimizer_class": type(self.optimizer).__name__, "torch": torch.__version__,
                 "symmetries": [s.to_json() for s in self.symmetries],
-                "blocks": [{"offset": o, "r": s.r, "optimizer": c, "columns": self._columns(s)}
-                           for o, s, c in zip(self.offsets, self.symmetries, opt)],
+                "blocks": [{"offset": o, "r": s.r, "coordinates": coordinates(s), "optimizer": c,
+                            "columns": self._columns(s), "Gamma_or_D": g,
+                            "directions": None if s.basis is None else s.conserved_directions().tolist()}
+                           for o, s, c, g in zip(self.offsets, self.symmetries, opt, self._second)],
                 "layout": {"dtype": "float64", "byte_order": "little", "header": list(HEADER), "block": list(BLOCK),
-                           "symmetric": "upper triangle, row-major (i <= j)", "full": "Q row-major"},
+                           "coordinates": "GL(r): upper triangle row-major (i <= j) of the symmetric matrix "
+                                          "(of (Q + Q^T)/2 for Q); subgroup: <S_l, .> on the block's directions"},
                 "record_size": self.record_size, "steps_recorded": self.step, "closed": closed,
                 "warnings": list(self.warnings), **self.meta}
 
@@ -183,22 +219,29 @@ class MatrixTracker:
                 if any(n in plan.params for plan in self.plans)}
 
     def _state(self, rec: torch.Tensor, with_grad: bool) -> None:
-        """Fill C (and Q, Γ, |θ|², |ĝ|², η) of every symmetry into ``rec``; keep the views for Δ."""
+        """Fill C (and Q, Γ, |P_𝔤 Q|, |θ|², |ĝ|², η) of every symmetry into ``rec``; keep views for Δ."""
         grads = self._grads() if with_grad else None
         self._before = []
-        for plan, pos in zip(self.plans, self._positions):
+        for k, (plan, pos) in enumerate(zip(self.plans, self._positions)):
             th = plan.views(self._params)
-            iu = torch.triu_indices(plan.r, plan.r, device=self.device)
-            rec[pos["C"]] = pair(th, th)[:, iu[0], iu[1]]
+            rec[pos["C"]] = self._coords(k, pair(th, th))
             rec[pos["theta_sq"]] = (th[0].square().sum((1, 2)) + th[1].square().sum((1, 2)))[:, None]
-            if grads is not None:
-                g = plan.views(grads)
-                rec[pos["Q"]] = pair(g, th).reshape(len(plan.sym_ids), -1)
-                rec[pos["Gamma"]] = pair(g, g)[:, iu[0], iu[1]]
-                rec[pos["grad_sq"]] = (g[0].square().sum((1, 2)) + g[1].square().sum((1, 2)))[:, None]
-                lrs = [float("nan") if self._group_of[i] is None else
-                       float(self.optimizer.param_groups[self._group_of[i]]["lr"]) for i in plan.sym_ids]
-                rec[pos["eta"]] = torch.as_tensor(lrs, dtype=F64, device=self.device)[:, None]
+            if grads is None:
+                continue
+            g = plan.views(grads)
+            Q = pair(g, th)
+            rec[pos["Q"]] = self._coords(k, Q)
+            basis = self._coord[k][1]
+            qc = Q.reshape(len(plan.sym_ids), -1) if basis is None else Q.reshape(len(plan.sym_ids), -1) @ basis.T
+            rec[pos["Q_constraint"]] = qc.norm(dim=1)[:, None]
+            rec[pos["grad_sq"]] = (g[0].square().sum((1, 2)) + g[1].square().sum((1, 2)))[:, None]
+            lrs = [float("nan") if self._group_of[i] is None else
+                   float(self.optimizer.param_groups[self._group_of[i]]["lr"]) for i in plan.sym_ids]
+            rec[pos["eta"]] = torch.as_tensor(lrs, dtype=F64, device=self.device)[:, None]
+            if self._second[plan.sym_ids[0]] == "Gamma":
+                rec[pos["Gamma_or_D"]] = self._coords(k, pair(g, g))
+                self._before.append(None)
+            else:
                 self._before.append(th)
 
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -218,11 +261,12 @@ class MatrixTracker:
             return
         with torch.no_grad():
             rec, self._current = self._current, None
-            for plan, pos, before in zip(self.plans, self._positions, self._before):
+            for k, (plan, pos, before) in enumerate(zip(self.plans, self._positions, self._before)):
+                if before is None:        # Γ recorded instead
+                    continue
                 after = plan.views(self._params)
                 delta = (after[0] - before[0], after[1] - before[1])
-                iu = torch.triu_indices(plan.r, plan.r, device=self.device)
-                rec[pos["D"]] = pair(delta, delta)[:, iu[0], iu[1]]
+                rec[pos["Gamma_or_D"]] = self._coords(k, pair(delta, delta))
         self._before = []
         self._pending.append(rec)
         self.step += 1
@@ -303,7 +347,7 @@ def read_matrix_log(run_dir: str | os.PathLike) -> tuple[dict[str, Any], np.ndar
     if meta.get("format") != FORMAT:
         raise RunLogError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT}")
     size = int(meta["record_size"])
-    expect = len(HEADER) + sum(block_size(int(b["r"])) for b in meta["blocks"])
+    expect = len(HEADER) + sum(block_size(int(b["coordinates"])) for b in meta["blocks"])
     if size != expect:
         raise RunLogError(f"{meta_path}: record_size {size} does not match its blocks ({expect})")
     data, warns = read_records(run_dir / DATA_FILE, size)

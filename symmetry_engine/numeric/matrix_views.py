@@ -62,6 +62,7 @@ class ViewPlan:
     axes: list[int]
     acts: list[str]
     index: list[torch.Tensor]          # per member position: [S·r] rows, head-major
+    basis: tuple | None = None         # the symmetries' Lie-algebra basis (None: GL(r))
 
     def views(self, tensors: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(X [S, r, m], Y [S, r, k]) in float64: act-M members and act-M⁻ᵀ members, columns concatenated."""
@@ -78,7 +79,7 @@ class ViewPlan:
 
 def build_plans(symmetries: Sequence[GLSymmetry], shapes: Mapping[str, Sequence[int]],
                 device: torch.device | str = "cpu") -> list[ViewPlan]:
-    """Group symmetries by (r, [(param, axis, act)]) and precompute the row indices (checked in range)."""
+    """Group symmetries by (r, [(param, axis, act)], basis); precompute the row indices (checked in range)."""
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(symmetries):
         for m in s.members:
@@ -88,13 +89,13 @@ def build_plans(symmetries: Sequence[GLSymmetry], shapes: Mapping[str, Sequence[
             if not 0 <= m.axis < len(shape) or min(m.indices) < 0 or max(m.indices) >= shape[m.axis]:
                 raise ValueError(f"matrix symmetry {s.key}: member {m.param} axis {m.axis} indices out of range "
                                  f"for shape {tuple(shape)}")
-        sig = (s.r, tuple((m.param, m.axis, m.act) for m in s.members))
+        sig = (s.r, tuple((m.param, m.axis, m.act) for m in s.members), s.basis)
         groups.setdefault(sig, []).append(i)
     plans = []
-    for (r, sig), ids in groups.items():
+    for (r, sig, basis), ids in groups.items():
         index = [torch.as_tensor([j for i in ids for j in symmetries[i].members[p].indices], device=device)
                  for p in range(len(sig))]
-        plans.append(ViewPlan(ids, r, [x[0] for x in sig], [x[1] for x in sig], [x[2] for x in sig], index))
+        plans.append(ViewPlan(ids, r, [x[0] for x in sig], [x[1] for x in sig], [x[2] for x in sig], index, basis))
     return plans
 
 
