@@ -20,7 +20,6 @@ import json
 import random
 import tempfile
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -97,7 +97,7 @@ class GLSymmetry:
     @property
     def key(self) -> str:
         first = self.members[0]
-        return f"gl:{first.param}[{first.indices[0]}..{first.indices[-1]}]"
+        return f"gl:{first.param}[{first.indices[0]}..{first.indices[-1]}]" + ("" if self.basis is None else "/subgroup")
 
     def basis_array(self) -> np.ndarray:
         """[K, r, r] Lie-algebra basis (all E_ij for GL(r))."""
@@ -176,15 +176,6 @@ def symmetric_part_of_span(basis: np.ndarray, tol: float = 1e-10) -> np.ndarray:
     q, rr = np.linalg.qr(sym.T)
     keep = np.abs(np.diag(rr)) > tol
     return q.T[keep].reshape(-1, r, r)
-
-
-def span_projector(basis: np.ndarray, tol: float = 1e-10) -> np.ndarray:
-    """[r², r²] orthogonal projector onto span(basis) (Frobenius): the constraint is P(Q) = 0."""
-    b = np.asarray(basis, dtype=np.float64)
-    flat = b.reshape(b.shape[0], -1)
-    _, s, vt = np.linalg.svd(flat, full_matrices=False)
-    v = vt[s > tol * max(s.max(initial=0.0), 1.0)]
-    return v.T @ v
 
 
 def gl_law_count(r: int, m: int, k: int) -> int:
@@ -273,8 +264,3 @@ def rope_basis(r: int, pairs: Iterable[tuple[int, int]] | None = None) -> list[l
         rot[i, j], rot[j, i] = -1.0, 1.0
         out += [eye.tolist(), rot.tolist()]
     return out
-
-
-def parse_matrix_symmetries(items: Iterable[Mapping[str, Any]]) -> list[GLSymmetry]:
-    """Matrix symmetries from an analysis JSON list (member or pair form)."""
-    return [GLSymmetry.from_json(x) for x in items]

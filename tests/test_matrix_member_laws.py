@@ -257,3 +257,14 @@ def test_rotary_subgroup_projected_law(beta: float) -> None:
     P = np.linalg.qr(basis.reshape(len(basis), -1).T)[0]
     assert np.abs(flatQ @ P).max() <= 1e-13 * np.abs(flatQ).max()   # Q ⊥ 𝔤: the subgroup's constraint
     assert np.abs(flatQ).max() > 1e-3                                 # and Q itself is far from 0
+
+
+def test_member_engine_never_imports_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, symmetry_engine.symbolic as s, symmetry_engine.matrix_symmetry as m; "
+            "s.derive_member_family(('M', 'M^-T'), (1, 1), 2); s.derive_member_laws(s.RuleSpec(), ('M', 'M', 'M^-T')); "
+            "m.multihead_attention('a', 4, 2)[0].conserved_directions(); assert 'torch' not in sys.modules")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
