@@ -73,7 +73,9 @@ def group_config(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> 
 class MatrixTracker:
     """Attach to ``optimizer`` and log the r×r statistics of ``symmetries`` to ``run_dir``.
 
-    ``symmetries`` are :class:`GLSymmetry` objects or their JSON (member or pair form).  A directory that
+    ``symmetries`` are :class:`GLSymmetry` objects or their JSON (member or pair form).  Records are
+    flushed every ``flush_every`` steps, sooner when the buffered ones would pass ``max_pending_bytes``
+    (large heads have large records).  A directory that
     already holds a matrix log is refused unless ``overwrite=True`` or the tracker is resumed with
     :meth:`load_state_dict` before the first step.  ``with MatrixTracker(...) as t:`` closes the log on
     exit, or after an exception flushes it without a final record.
@@ -81,7 +83,8 @@ class MatrixTracker:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | os.PathLike,
                  symmetries: Sequence[GLSymmetry | Mapping[str, Any]], flush_every: int = 50,
-                 overwrite: bool = False, meta: Mapping[str, Any] | None = None) -> None:
+                 overwrite: bool = False, meta: Mapping[str, Any] | None = None,
+                 max_pending_bytes: int = 8 << 20) -> None:
         self.model, self.optimizer, self.run_dir = model, optimizer, Path(run_dir)
         self.symmetries = [s if isinstance(s, GLSymmetry) else GLSymmetry.from_json(s) for s in symmetries]
         if not self.symmetries:
@@ -100,6 +103,8 @@ class MatrixTracker:
             self.offsets.append(pos)
             pos += block_size(coordinates(s))
         self.record_size = pos
+        # steps buffered before a flush: flush_every, or fewer when records are large (caps device memory)
+        self._flush_at = max(1, min(self.flush_every, int(max_pending_bytes) // (8 * self.record_size)))
         self._positions = [self._plan_positions(p) for p in self.plans]
         self._group_of, self.warnings = self._param_groups()
         self._second = [self._gamma_or_d(g) for g in self._group_of]
@@ -270,7 +275,7 @@ class MatrixTracker:
         self._before = []
         self._pending.append(rec)
         self.step += 1
-        if len(self._pending) >= self.flush_every:
+        if len(self._pending) >= self._flush_at:
             self.flush()
 
     # -- lifecycle -----------------------------------------------------------------------------------
