@@ -53,7 +53,7 @@ def test_subgroup_and_nesterov() -> None:
     assert data["matrix"]["signatures"][0]["text"]["law"].startswith("no matrix law")
 
 
-def test_cli_prints_the_matrix_section_only_when_there_is_one() -> None:
+def test_cli_prints_the_matrix_section_for_a_linear_network() -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "analyses.cli", "laws", *args], capture_output=True,
                               text=True, timeout=300)
@@ -62,7 +62,15 @@ def test_cli_prints_the_matrix_section_only_when_there_is_one() -> None:
     assert lin.returncode == 0, lin.stderr
     assert "== gl" in lin.stdout and "X = [layers.0.weight[0:5] | layers.0.bias[0:5]], Y = [layers.2.weight[:, 0:5]ᵀ]; " \
                                       "15 independent laws" in lin.stdout
-    relu = run("mlp", "--input-shape", "12", "--model-kw", 'widths="5,4"')
-    assert relu.returncode == 0 and "== gl" not in relu.stdout and "== rescale ==" in relu.stdout
-    generic = run("mlp", "--kinds", "gl", "--json")
-    assert generic.returncode == 0 and json.loads(generic.stdout)["matrix"]["symmetries"] == []
+    assert "== rescale ==" in lin.stdout     # the identity units' rescale groups, printed as before
+
+
+def test_cli_kinds_gl_and_relu_without_section(capsys) -> None:
+    from analyses.cli import main
+
+    assert main(["laws", "mlp", "--kinds", "gl", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["matrix"]["symmetries"] == []
+    assert main(["laws", "mlp", "--kinds", "rescale,translation"]) == 0
+    assert "== gl" not in capsys.readouterr().out
+    assert main(["laws", "mlp", "--kinds", "gl,bogus"]) == 2
+    assert "unknown symmetry kind(s) bogus" in capsys.readouterr().err

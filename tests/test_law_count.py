@@ -9,8 +9,6 @@ for Q/K and for V/O, and a residual connection adds none.  MSE loss, so softmax 
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -158,18 +156,16 @@ def test_unknown_parameter_is_an_error() -> None:
                                              "hidden": 2})], {"a": (2, 3)})
 
 
-def test_cli_count_laws() -> None:
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "analyses.cli", *args], capture_output=True, text=True,
-                              timeout=300)
-
-    relu = run("analyze", "mlp", "--input-shape", "12", "--loss", "mse", "--model-kw", 'widths="7,5"', "--count-laws")
-    assert relu.returncode == 0, relu.stderr
-    assert "conservation laws: 12 independent" in relu.stdout
-    lin = run("analyze", "mlp", "--input-shape", "12", "--loss", "mse", "--model-kw", 'widths="5,4"',
-              "--model-kw", 'activation="identity"', "--count-laws", "--json")
-    assert lin.returncode == 0, lin.stderr
+def test_cli_count_laws(capsys) -> None:
+    """In-process ``nmech analyze --count-laws``: the text line and the JSON object."""
     import json
 
-    data = json.loads(lin.stdout)
+    from analyses.cli import main
+
+    assert main(["analyze", "mlp", "--input-shape", "12", "--loss", "mse", "--model-kw", 'widths="7,5"',
+                 "--count-laws"]) == 0
+    assert "conservation laws: 12 independent" in capsys.readouterr().out
+    assert main(["analyze", "mlp", "--input-shape", "12", "--loss", "mse", "--model-kw", 'widths="5,4"',
+                 "--model-kw", 'activation="identity"', "--count-laws", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert data["law_count"]["count"] == 15 + 10 and data["law_count"]["by_family"]["gl"] == 25
