@@ -117,14 +117,28 @@ def cached_analysis(args: argparse.Namespace, certify: bool, before_store: Calla
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     data = cached_analysis(args, certify=args.certify)
+    if getattr(args, "count_laws", False):
+        data = {**data, "law_count": _count_laws(data)}
     if args.json:
         json.dump(data, sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")
     else:
         print(format_analysis(data))
+        if "law_count" in data:
+            lc = data["law_count"]
+            print(f"conservation laws: {lc['count']} independent (rank of the Jacobian of {lc['functions']} conserved "
+                  f"functions at a random point: " + ", ".join(f"{k} {v}" for k, v in lc["by_family"].items())
+                  + f"; singular-value gap {lc['smallest_kept']:.1e} kept / {lc['largest_dropped']:.1e} dropped)")
     if args.certify and not data["certification"]["all_certified"]:
         return 1
     return 0
+
+
+def _count_laws(data: dict[str, Any]) -> dict[str, Any]:
+    """``--count-laws``: independent conservation laws of the analysis (symmetry_engine.numeric.law_count)."""
+    from symmetry_engine.numeric.law_count import law_count_report
+
+    return law_count_report(data["symmetries"], data.get("matrix_symmetries") or [], data["parameters"]).to_json()
 
 
 def format_analysis(data: dict[str, Any]) -> str:
@@ -177,19 +191,24 @@ def _idx(indices: tuple[int, ...]) -> str:
 def cmd_laws(args: argparse.Namespace) -> int:
     from analyses.laws_text import render_laws
 
+    matrix, shapes = None, None
     if args.kinds:
         kinds = [k for k in args.kinds.split(",") if k]
-        unknown = set(kinds) - {"translation", "scale", "rescale"}
+        unknown = set(kinds) - {"translation", "scale", "rescale", "gl"}
         if unknown:
-            raise CliError(f"unknown symmetry kind(s) {', '.join(sorted(unknown))}; use translation, scale, rescale")
+            raise CliError(f"unknown symmetry kind(s) {', '.join(sorted(unknown))}; use translation, scale, rescale, gl")
+        if "gl" in kinds:
+            kinds.remove("gl")
+            matrix = []        # the generic section (a Linear pair), no model
     else:
-        kinds = _kinds_present(args)
+        kinds, found, shapes = _kinds_present(args)
+        matrix = found or None
     fmt = "json" if args.json else "latex" if args.latex else "text"
-    print(render_laws(kinds, _optimizer_config(args), fmt))
+    print(render_laws(kinds, _optimizer_config(args), fmt, matrix=matrix, shapes=shapes))
     return 0
 
 
-def _kinds_present(args: argparse.Namespace) -> list[str]:
+def _kinds_present(args: argparse.Namespace) -> tuple[list[str], list[dict], dict[str, list[int]]]:
     """Symmetry kinds of the named model. On an analysis-cache miss the analysis (torch import + export,
     the slow part) runs in a forked child while this process derives the laws for every kind with sympy,
     so a first `nmech laws MODEL` costs about the larger of the two, not their sum."""
@@ -198,19 +217,24 @@ def _kinds_present(args: argparse.Namespace) -> list[str]:
     from analyses import analysis_cache
     from symmetry_engine.symbolic import derive_laws
 
-    def kinds_of(counts: dict[str, int]) -> list[str]:
-        return [k for k, n in counts.items() if n]
+    def kinds_of(data: dict[str, Any]) -> tuple[list[str], list[dict], dict[str, list[int]]]:
+        """Scalar kinds present, matrix symmetries (any JSON form) and parameter shapes."""
+        return ([k for k, n in data["counts"].items() if n], list(data.get("matrix_symmetries") or []),
+                dict(data.get("parameters") or {}))
+
+    def present(data: dict[str, Any]) -> dict[str, Any]:
+        return {k: data.get(k) for k in ("counts", "matrix_symmetries", "parameters")}
 
     key = None if args.no_cache else analysis_cache.cache_key(args.model, _analysis_options(args, certify=False))
     cached = analysis_cache.load(key)
     if cached is not None or "fork" not in mp.get_all_start_methods():
-        return kinds_of((cached or cached_analysis(args, certify=False))["counts"])
+        return kinds_of(cached or cached_analysis(args, certify=False))
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
 
     def work() -> None:
         try:
-            cached_analysis(args, certify=False, before_store=lambda data: send.send(("ok", data["counts"])))
+            cached_analysis(args, certify=False, before_store=lambda data: send.send(("ok", present(data))))
         except BaseException as exc:  # noqa: BLE001 - reported by the parent in one line
             send.send(("error", " ".join(str(exc).split()) or type(exc).__name__))
 
@@ -262,12 +286,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (schema: docs/json_schema.md)")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
+    p.add_argument("--count-laws", action="store_true",
+                   help="also count the independent conservation laws (Jacobian rank at a random point)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("laws", help="print the conservation laws of a model's symmetries under an optimizer")
     add_model_arguments(p)
     add_optimizer_arguments(p)
-    p.add_argument("--kinds", default="", help="skip the analysis: comma-separated kinds (translation,scale,rescale)")
+    p.add_argument("--kinds", default="", help="skip the analysis: comma-separated kinds (translation,scale,rescale,gl)")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--latex", action="store_true")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any, Mapping, Sequence
 
 from symmetry_engine.numeric.predict import OptimizerConfig
 from symmetry_engine.symbolic import derive_laws
@@ -47,12 +48,25 @@ def _config_line(opt: OptimizerConfig) -> str:
             f"decoupled_weight_decay={opt.decoupled_weight_decay}")
 
 
-def render_laws(kinds: list[str], opt: OptimizerConfig, fmt: str = "text") -> str:
-    """Each kind's generator, constraints, conserved quantity, exact law, continuous law, statistics."""
+def render_laws(kinds: list[str], opt: OptimizerConfig, fmt: str = "text", matrix: Any = None,
+                shapes: Mapping[str, Sequence[int]] | None = None) -> str:
+    """Each kind's generator, constraints, conserved quantity, exact law, continuous law, statistics.
+
+    ``matrix``: the model's matrix symmetries (GLSymmetry or JSON, member or pair form) for the matrix
+    section (``analyses/matrix_laws_text.py``); ``[]`` prints the section for a generic Linear pair;
+    None (the default) leaves it out.  ``shapes`` (parameter shapes) gives the per-symmetry law counts.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     spec = opt.rule_spec()
     laws = {k: derive_laws(k, spec) for k in kinds}
+    msec = None
+    if matrix is not None:
+        from analyses import matrix_laws_text
+        from symmetry_engine.matrix_symmetry import GLSymmetry
+
+        syms = [m if isinstance(m, GLSymmetry) else GLSymmetry.from_json(m) for m in matrix]
+        msec = matrix_laws_text.matrix_sections(syms, opt, shapes)
     if fmt == "json":
         out = {"optimizer": opt.to_json(), "rule": spec.describe(), "laws": {}}
         for k, L in laws.items():
@@ -60,6 +74,8 @@ def render_laws(kinds: list[str], opt: OptimizerConfig, fmt: str = "text") -> st
                               "required_statistics": list(L.required_statistics),
                               "exact_law_closed": L.exact is not None,
                               "continuous_law_closed": L.continuous.closed, "at_config": _numbers(k, opt)}
+        if msec is not None:
+            out["matrix"] = msec
         return json.dumps(out, indent=2, ensure_ascii=False)
     if fmt == "latex":
         parts = [r"\section*{Laws: " + _config_line(opt).replace("_", r"\_") + "}"]
@@ -72,6 +88,10 @@ def render_laws(kinds: list[str], opt: OptimizerConfig, fmt: str = "text") -> st
             if num:
                 parts.append(rf"\paragraph{{at this configuration}} $\gamma = {num['gamma']:.6g},\ "
                              rf"\omega^2 = {num['omega2']:.6g}$ ({num['regime']})")
+        if msec is not None:
+            from analyses.matrix_laws_text import render_latex
+
+            parts += render_latex(msec)
         return "\n".join(parts) + "\n"
     lines = [f"Laws for {_config_line(opt)}", ""]
     for k, L in laws.items():
@@ -84,6 +104,10 @@ def render_laws(kinds: list[str], opt: OptimizerConfig, fmt: str = "text") -> st
             lines.append(f"  {'at this configuration':>22}: gamma = {num['gamma']:.6g}, "
                          f"omega^2 = {num['omega2']:.6g} ({num['regime']})")
         lines.append("")
+    if msec is not None:
+        from analyses.matrix_laws_text import render_text
+
+        lines += render_text(msec)
     return "\n".join(lines)
 
 

@@ -1,17 +1,19 @@
-"""Exact discrete laws for the GL(r) conserved matrix C = W1a W1aᵀ − W2ᵀ W2 under SGD rules.
+"""Exact discrete laws for a GL(r) conserved matrix C = Σ_M X Xᵀ − Σ_{M⁻ᵀ} Y Yᵀ under SGD rules.
 
 Why a matrix algebra: the state is r×r, and products do not commute, so the scalar forms of
 ``algebra.py`` cannot hold it.  The optimizer rule is still taken from ``optimizers.sgd_step`` (one
 source of PyTorch semantics): it maps formal vectors θ, v, ĝ to formal vectors with scalar
-coefficients.  Each formal basis vector is realized as a *pair* of sympy matrix symbols, one per layer
-(θ → (W1, W2), ĝ → (G1, G2), ...), and the pairing P(a, b) = a1 b1ᵀ − b2ᵀ a2 is expanded by sympy's
-noncommutative matrix algebra.  The order in the second layer is forced by the action: M acts on W1
-from the left and on W2 from the right, so the constraint pairs G1 W1ᵀ with W2ᵀ G2 (not G2ᵀ W2), and
-P(b, a) = P(a, b)ᵀ.  Reading off the products checks that the result closes on pairings (the
-layer-1 coefficient of x1 y1ᵀ equals minus the layer-2 coefficient of y2ᵀ x2) and names them:
-C = P(θ,θ), Q = P(ĝ,θ) = G1 W1ᵀ − W2ᵀ G2 (0 under the symmetry; kept, so the laws stay exact),
-Qᵀ = P(θ,ĝ), Γ = P(ĝ,ĝ) = G1 G1ᵀ − G2ᵀ G2, U = P(θ,Δ) = W1 Δ1ᵀ − Δ2ᵀ W2, D = P(Δ,Δ) with
-Δ = θ_{n+1} − θ_n.
+coefficients.  A matrix symmetry acts on *members*: r-row views X_i = [r, rest_i] of parameter slices,
+left-multiplied by M (act "M") or by M⁻ᵀ (act "M^-T"); a Linear pair is (W1, b1) with act M and W2ᵀ
+with act M⁻ᵀ, an attention head (W_Q, b_Q | W_K, b_K) or (W_V, b_V | W_Oᵀ).  Each formal basis vector
+is realized as one sympy matrix symbol per member (θ → (X_1, …, X_p), ĝ → (G_1, …, G_p), ...), and the
+pairing P(a, b) = Σ_M a_i b_iᵀ − Σ_{M⁻ᵀ} b_j a_jᵀ is expanded by sympy's noncommutative algebra.  The
+order in the M⁻ᵀ members is forced by the action (the constraint's coefficient of A is Σ G_X Xᵀ −
+Σ Y G_Yᵀ, see ``matrix_members.py``), and P(b, a) = P(a, b)ᵀ.  Reading off the products checks that the
+result closes on pairings (every member gives the same coefficient for P(x, y): the optimizer acts by
+scalars) and names them: C = P(θ,θ), Q = P(ĝ,θ) (0 under the symmetry; kept, so the laws stay exact),
+Qᵀ = P(θ,ĝ), Γ = P(ĝ,ĝ), U = P(θ,Δ), D = P(Δ,Δ) with Δ = θ_{n+1} − θ_n.  The derivation runs per act
+signature (the tuple of acts); the tests check that every signature gives the same law.
 
 Heavy ball: the buffer is eliminated by solving the previous update for v_n in terms of θ_n and
 θ_{n−1} = θ_n − Δ_{n−1}; then U_n = P(θ_n, Δ_n) needs P(θ_n, Δ_{n−1}), which the same algebra
@@ -31,7 +33,7 @@ import sympy as sp
 from .algebra import ZERO, Vec
 from .optimizers import BETA, DAMP, ETA, ETA_PREV, LAM, RuleSpec, sgd_step
 
-R, MDIM, KDIM = sp.symbols("r m k", integer=True, positive=True)
+R = sp.Symbol("r", integer=True, positive=True)
 MatLaw = dict[sp.MatrixExpr, sp.Expr]
 PARAMS = (ETA, ETA_PREV, LAM, BETA, DAMP)
 
@@ -41,47 +43,75 @@ def stat(name: str, step: str = "n") -> sp.MatrixSymbol:
     return sp.MatrixSymbol(f"{name}_{{{step}}}" if len(step) > 1 else f"{name}_{step}", R, R)
 
 
-def _layers(name: str) -> tuple[sp.MatrixSymbol, sp.MatrixSymbol]:
-    return sp.MatrixSymbol(f"{name}1", R, MDIM), sp.MatrixSymbol(f"{name}2", KDIM, R)
+ACTS = ("M", "M^-T")
+PAIR_ACTS = ("M", "M^-T")     # a Linear pair: [W1 | b1] acted on by M, W2ᵀ by M⁻ᵀ
 
 
-def pairing(u: Vec, w: Vec) -> sp.MatrixExpr:
-    """P(u, w) = u1 w1ᵀ − w2ᵀ u2 with each basis vector realized as its two layer matrices."""
-    def realize(v: Vec, layer: int) -> sp.MatrixExpr:
-        terms = [c * _layers(n)[layer] for n, c in sorted(v.terms.items())]
-        return sp.MatAdd(*terms).doit() if terms else sp.ZeroMatrix(*_layers("z")[layer].shape)
-    u1, u2, w1, w2 = realize(u, 0), realize(u, 1), realize(w, 0), realize(w, 1)
-    return sp.expand((u1 * w1.T - w2.T * u2).doit())
+def _check_acts(acts: tuple[str, ...]) -> None:
+    if not acts or any(a not in ACTS for a in acts):
+        raise ValueError(f"acts must be a non-empty tuple of {ACTS}, got {acts!r}")
 
 
-def _name(x: sp.MatrixExpr) -> tuple[str, bool]:
-    """(basis name, transposed) of a layer matrix factor such as W1, G2.T."""
+def _member(name: str, i: int) -> sp.MatrixSymbol:
+    """Basis vector ``name`` realized on member i: an r × k_i matrix (the member's [r, rest] view)."""
+    return sp.MatrixSymbol(f"{name}#{i}", R, sp.Symbol(f"k{i}", integer=True, positive=True))
+
+
+def pairing(u: Vec, w: Vec, acts: tuple[str, ...] = PAIR_ACTS) -> sp.MatrixExpr:
+    """P(u, w) = Σ_{act M} u_i w_iᵀ − Σ_{act M⁻ᵀ} w_j u_jᵀ, each basis vector realized per member."""
+    _check_acts(acts)
+
+    def realize(v: Vec, i: int) -> sp.MatrixExpr:
+        terms = [c * _member(n, i) for n, c in sorted(v.terms.items())]
+        return sp.MatAdd(*terms).doit() if terms else sp.ZeroMatrix(R, _member("z", i).shape[1])
+
+    total = []
+    for i, act in enumerate(acts):
+        ui, wi = realize(u, i), realize(w, i)
+        total.append(ui * wi.T if act == "M" else -(wi * ui.T))
+    return sp.expand(sp.MatAdd(*total).doit())
+
+
+def _name(x: sp.MatrixExpr) -> tuple[str, int, bool]:
+    """(basis name, member index, transposed) of a member factor such as th#0, g#2.T."""
     t = isinstance(x, sp.Transpose)
-    return (x.arg if t else x).name, t
+    name, idx = (x.arg if t else x).name.rsplit("#", 1)
+    return name, int(idx), t
 
 
-def pair_coefficients(expr: sp.MatrixExpr) -> dict[tuple[str, str], sp.Expr]:
-    """Read P-coefficients off an expanded pairing; raise if it does not close on pairings."""
-    c1: dict[tuple[str, str], sp.Expr] = {}
-    c2: dict[tuple[str, str], sp.Expr] = {}
-    for term in sp.Add.make_args(expr) if not isinstance(expr, sp.MatAdd) else expr.args:
+def _factors(term: sp.Expr) -> list[sp.Expr]:
+    """The factors of a (possibly nested, unflattened) matrix product, scalars included."""
+    if isinstance(term, sp.MatMul):
+        return [f for a in term.args for f in _factors(a)]
+    return [term]
+
+
+def pair_coefficients(expr: sp.MatrixExpr, acts: tuple[str, ...] = PAIR_ACTS) -> dict[tuple[str, str], sp.Expr]:
+    """Read P-coefficients off an expanded pairing; raise if it does not close on pairings.
+
+    On an M member a term c·x_i y_iᵀ belongs to P(x, y) with coefficient c; on an M⁻ᵀ member it is
+    the −w_j u_jᵀ part of P(y, x), so it contributes −c to P(y, x).  Every member must agree.
+    """
+    per_member: list[dict[tuple[str, str], sp.Expr]] = [{} for _ in acts]
+    for term in expr.args if isinstance(expr, sp.MatAdd) else (expr,):
         if term == 0 or isinstance(term, sp.ZeroMatrix):
             continue
-        coeff, mats = term.as_coeff_mmul()
-        factors = mats.args if isinstance(mats, sp.MatMul) else (mats,)
+        args = _factors(term)
+        coeff = sp.Mul(*[a for a in args if not getattr(a, "is_Matrix", False)])
+        factors = [a for a in args if getattr(a, "is_Matrix", False)]
         if len(factors) != 2:
             raise ValueError(f"unexpected term {term} in a pairing")
-        (a, ta), (b, tb) = _name(factors[0]), _name(factors[1])
-        if a.endswith("1") and b.endswith("1") and (ta, tb) == (False, True):
-            c1[(a[:-1], b[:-1])] = c1.get((a[:-1], b[:-1]), 0) + coeff
-        elif a.endswith("2") and b.endswith("2") and (ta, tb) == (True, False):
-            c2[(b[:-1], a[:-1])] = c2.get((b[:-1], a[:-1]), 0) - coeff  # y2ᵀ x2 belongs to P(x, y)
-        else:
-            raise ValueError(f"term {term} is not of the form x1 y1^T or x2^T y2")
-    for key in set(c1) | set(c2):
-        if sp.simplify(c1.get(key, 0) - c2.get(key, 0)) != 0:
-            raise ValueError(f"layers disagree on P{key}: the update does not act by scalars")
-    return {k: sp.factor(v) for k, v in c1.items() if sp.simplify(v) != 0}
+        (a, i, ta), (b, j, tb) = _name(factors[0]), _name(factors[1])
+        if i != j or (ta, tb) != (False, True):
+            raise ValueError(f"term {term} is not of the form x_i y_i^T on one member")
+        key, c = ((a, b), coeff) if acts[i] == "M" else ((b, a), -coeff)
+        per_member[i][key] = per_member[i].get(key, 0) + c
+    ref = per_member[0]
+    for i, other in enumerate(per_member[1:], 1):
+        for key in set(ref) | set(other):
+            if sp.simplify(ref.get(key, 0) - other.get(key, 0)) != 0:
+                raise ValueError(f"members 0 and {i} disagree on P{key}: the update does not act by scalars")
+    return {k: sp.factor(v) for k, v in ref.items() if sp.simplify(v) != 0}
 
 
 def name_pairs(coeffs: Mapping[tuple[str, str], sp.Expr],
@@ -156,6 +186,7 @@ class MatrixLaws:
     u_step: MatLaw | None = None        # heavy ball: U_n from U_{n−1}, D_{n−1}, C_n, Q_n
     required: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
+    acts: tuple[str, ...] = PAIR_ACTS   # the member act signature the law was derived for
 
     def _sections(self, fmt) -> dict[str, str]:
         out = {"identity": fmt(stat("C", "n+1"), self.identity)}
@@ -187,29 +218,39 @@ def _buffer_in_terms_of_steps(spec: RuleSpec) -> Vec:
 
 
 @lru_cache(maxsize=None)
-def derive_matrix_laws(spec: RuleSpec = RuleSpec()) -> MatrixLaws:
-    """Expand one step of ``spec`` through the pairing and name the statistics."""
+def derive_member_laws(spec: RuleSpec = RuleSpec(), acts: tuple[str, ...] = PAIR_ACTS) -> MatrixLaws:
+    """Expand one step of ``spec`` through the member pairing of ``acts`` and name the statistics."""
     if not spec.closed or spec.nesterov:
         raise ValueError(f"{spec.describe()}: no matrix law derived (needs plain or heavy-ball SGD)")
+    acts = tuple(acts)
+
+    def coeffs(u: Vec, w: Vec) -> dict[tuple[str, str], sp.Expr]:
+        return pair_coefficients(pairing(u, w, acts), acts)
+
     th, g, dl = Vec.of("th"), Vec.of("g"), Vec.of("d")
     ident_tab = {("th", "th"): stat("C"), ("th", "d"): stat("U"), ("d", "d"): stat("D")}
-    identity = name_pairs(pair_coefficients(pairing(th + dl, th + dl)), ident_tab)
+    identity = name_pairs(coeffs(th + dl, th + dl), ident_tab)
     base = {("th", "th"): stat("C"), ("g", "th"): stat("Q"), ("g", "g"): stat("Gamma")}
     if not spec.momentum:
         th1, _ = sgd_step(spec, th, ZERO, g)
-        law = name_pairs(pair_coefficients(pairing(th1, th1)), base)
-        return MatrixLaws(spec, identity, law, required=("Q", "Gamma", "eta"),
+        law = name_pairs(coeffs(th1, th1), base)
+        return MatrixLaws(spec, identity, law, required=("Q", "Gamma", "eta"), acts=acts,
                           notes={"state": "C_0; Q and Gamma enter only through Q + Q^T and Gamma"})
     # P(θ_n, Δ_{n−1}) with θ_n = θ_{n−1} + Δ_{n−1}: derived, not assumed.
     prev = {("thp", "dp"): stat("U", "n-1"), ("dp", "dp"): stat("D", "n-1")}
-    carried = name_pairs(pair_coefficients(pairing(Vec.of("thp") + Vec.of("dp"), Vec.of("dp"))), prev)
+    carried = name_pairs(coeffs(Vec.of("thp") + Vec.of("dp"), Vec.of("dp")), prev)
     th1, _ = sgd_step(spec, th, _buffer_in_terms_of_steps(spec), g)
-    u_step = name_pairs(pair_coefficients(pairing(th, th1 - th)), {**base, ("th", "dp"): carried})
+    u_step = name_pairs(coeffs(th, th1 - th), {**base, ("th", "dp"): carried})
     f_th1, _ = sgd_step(spec, th, ZERO, g, damp=sp.Integer(0))
-    u_first = name_pairs(pair_coefficients(pairing(th, f_th1 - th)), base)
-    return MatrixLaws(spec, identity, None, u_first, u_step, required=("Q", "D", "eta"),
+    u_first = name_pairs(coeffs(th, f_th1 - th), base)
+    return MatrixLaws(spec, identity, None, u_first, u_step, required=("Q", "D", "eta"), acts=acts,
                       notes={"state": "C_0 and U (starts from U_0); C needs only U + U^T, so the "
                                       "symmetric part of Q suffices"})
+
+
+def derive_matrix_laws(spec: RuleSpec = RuleSpec()) -> MatrixLaws:
+    """The laws of a Linear pair (acts M on [W1 | b1], M⁻ᵀ on W2ᵀ); see :func:`derive_member_laws`."""
+    return derive_member_laws(spec, PAIR_ACTS)
 
 
 def _atom_key(atom: sp.MatrixExpr) -> tuple[str, bool]:
@@ -237,9 +278,13 @@ def compile_law(law: MatLaw) -> Callable[..., np.ndarray]:
 
 
 def forecast_matrix(spec: RuleSpec, C0: np.ndarray, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
-                    lam: float = 0.0, beta: float = 0.0, d: float = 0.0) -> np.ndarray:
-    """Free-running forecast of C: C_0 [..., r, r], stats[name] [T, ..., r, r], lrs [T] → [T+1, ..., r, r]."""
-    laws = derive_matrix_laws(spec)
+                    lam: float = 0.0, beta: float = 0.0, d: float = 0.0,
+                    acts: tuple[str, ...] = PAIR_ACTS) -> np.ndarray:
+    """Free-running forecast of C: C_0 [..., r, r], stats[name] [T, ..., r, r] → [T+1, ..., r, r].
+
+    ``lrs`` is [T] or [T, ...] (one η_n per stacked symmetry, broadcasting against C_0's leading axes).
+    """
+    laws = derive_member_laws(spec, tuple(acts))
     lrs = np.asarray(lrs, dtype=np.float64)
     T = lrs.shape[0]
     out = np.empty((T + 1,) + np.shape(C0))
