@@ -225,6 +225,11 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoints: bool = True) -> Evalua
                     series=series, groups=groups, summary=summary, layers=layers, thresholds=th,
                     classes=_class_summaries(sched), prediction_errors=pred_errors, warnings=warns)
     ev.angular = _angular(log, sched, T, rows)
+    from .matrix_evaluate import evaluate_matrix_run  # matrix symmetries have their own log (matrix.json/.bin)
+
+    ev.matrix = evaluate_matrix_run(log.run_dir)
+    if ev.matrix is not None:
+        ev.warnings += [f"matrix: {w}" for w in ev.matrix.get("warnings", [])]
     if checkpoints:
         ev.checkpoints = check_checkpoints(log)
     return ev

@@ -33,9 +33,7 @@ import numpy as np
 
 from ..matrix_symmetry import GLSymmetry, gl_law_count
 from .matrix_tracker import HEADER, block_layout, read_matrix_log
-
-#: breaking above which a symmetry is called broken, per parameter dtype (round-off of ĝ and θ)
-BREAKING_TOL = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 3e-2, "float16": 1e-2}
+from .verdicts import Thresholds, judge
 
 
 def _spec(cfg: Mapping[str, Any] | None):
@@ -129,7 +127,8 @@ def evaluate_matrix_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         if T < 0:
             return out
     out["steps"] = T
-    tol = BREAKING_TOL.get(out["dtype"], 1e-4)
+    th = Thresholds.for_dtype(out["dtype"])   # the same dtype-derived thresholds as the scalar verdicts
+    tol = th.breaking_roundoff
     syms = [GLSymmetry.from_json(s) for s in meta["symmetries"]]
 
     rows: list[dict[str, Any]] = []
@@ -178,8 +177,10 @@ def evaluate_matrix_run(run_dir: str | os.PathLike) -> dict[str, Any] | None:
             for j, i in enumerate(chunk):
                 w, row = _weights(meta["blocks"][i]), rows[i]
                 err = lambda pred: float(np.sqrt((((pred[:, j] - st["C"][:, j]) ** 2) @ w).max())) / row["scale"]  # noqa: E731
-                row.update(err_exact=err(exact), err_law=err(law),
-                           verdict="holds" if row["breaking"] <= tol else "broken")
+                row.update(err_exact=err(exact), err_law=err(law))
+                v = judge(th, err_law=row["err_law"], breaking=row["breaking"], eps=0.0, size_max=1.0,
+                          breaking_drift=float(np.sqrt((((exact[:, j] - law[:, j]) ** 2) @ w).max())) / row["scale"])
+                row.update(verdict=v.verdict, cause=v.cause)
                 if row["err_exact"] > 10 * max(tol, 1e-9):
                     row["reason"] = "the exact identity does not close: the log or the optimizer description is off"
 
