@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .checkpoint_index import verify_checkpoint
 from .equilibrium import AngularUpdates, angular_updates
 from .predict import OptimizerConfig, predict_continuous, predict_exact
 from .runlog import STATE_COLUMNS, RunLog, RunLogError, read_run
@@ -326,6 +327,8 @@ def check_checkpoints(log: RunLog) -> list[CheckpointCheck]:
     out = []
     first = int(log.steps[0])
     for f in files:
+        if (problem := verify_checkpoint(log.run_dir, f)) is not None:  # damaged, swapped or foreign: named, not loaded
+            out.append(CheckpointCheck(str(f), int(re.sub(r"\D", "", f.stem) or -1), {}, problem)); continue  # noqa: E702
         step, state = _load_checkpoint(f)
         if step is None:
             m = re.search(r"step_(\d+)", f.name)

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .runfile import DTYPE, RecordFile, RunLogError, count_records, read_json, read_records, write_json_atomic
+from .runlock import RunLock
 from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
 FORMAT = "nmech-run/1"
@@ -114,11 +115,16 @@ class RunWriter:
         self.run_dir = Path(run_dir)
         self.flush_every = max(1, int(flush_every))
         self._closed = False
-        if resume_step is None:
-            keep = self._create(dict(meta or {}), list(symmetries), overwrite)
-        else:
-            keep = self._resume(int(resume_step), list(symmetries))
-        self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
+        self._lock = RunLock(self.run_dir, "tracker")  # one writer per run directory (runlock.py)
+        try:
+            if resume_step is None:
+                keep = self._create(dict(meta or {}), list(symmetries), overwrite)
+            else:
+                keep = self._resume(int(resume_step), list(symmetries))
+            self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
+        except BaseException:
+            self._lock.release()
+            raise
 
     # -- opening -----------------------------------------------------------------------------------
     @property
@@ -150,18 +156,19 @@ class RunWriter:
         self.symmetries = logged
         self.record_size = _check_record_size(meta, logged, self.run_dir / META_FILE)
         self.meta = meta
-        keep = 0
+        keep, why = 0, ""
         if count_records(self.stats_path, self.record_size):
-            data, _ = read_records(self.stats_path, self.record_size)
+            data, warns = read_records(self.stats_path, self.record_size)
+            why = f" ({'; '.join(warns)})" if warns else ""
             steps, lrs = data[:, 0], data[:, 1]
             keep = int(np.searchsorted(steps, step, side="left"))
             if keep and np.isnan(lrs[keep - 1]):  # a final (close) record never survives a resume
                 keep -= 1
             if keep and step > steps[keep - 1] + 1:
                 raise RunLogError(f"{self.stats_path}: log ends at step {int(steps[keep - 1])} but resume is at "
-                                  f"step {step}; records in between are missing")
+                                  f"step {step}; records in between are missing{why}")
         if step > 0 and keep == 0:
-            raise RunLogError(f"{self.stats_path}: log holds no step before {step}; cannot resume at step {step}")
+            raise RunLogError(f"{self.stats_path}: log holds no step before {step}; cannot resume at step {step}{why}")
         self.meta.update(steps_recorded=keep, closed=False)
         write_json_atomic(self.run_dir / META_FILE, self.meta)
         self.next_step = step
@@ -186,19 +193,26 @@ class RunWriter:
         """Append the final state record (if given), flush, and mark run.json closed."""
         if self._closed:
             return
-        if final_record is not None:
-            self.append(final_record)
-        self._file.close()
-        self._closed = True
-        self.meta.update(dict(extra_meta or {}))
-        self.meta.update(steps_recorded=self._file.complete_records(), closed=final_record is not None)
-        write_json_atomic(self.run_dir / META_FILE, self.meta)
+        try:
+            if final_record is not None:
+                self.append(final_record)
+            self._file.close()
+            self._closed = True
+            self.meta.update(dict(extra_meta or {}))
+            self.meta.update(steps_recorded=self._file.complete_records(), closed=final_record is not None)
+            write_json_atomic(self.run_dir / META_FILE, self.meta)
+        finally:
+            if self._closed:
+                self._lock.release()
 
     def abandon(self) -> None:
         """Flush and release the file without a final record (the log stays resumable)."""
         if not self._closed:
-            self._file.close()
             self._closed = True
+            try:
+                self._file.close()
+            finally:
+                self._lock.release()
 
 
 @dataclass
