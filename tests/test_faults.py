@@ -25,7 +25,7 @@ import pytest
 
 from model_zoo.training import TrainConfig, TrainingError, train
 from symmetry_engine.numeric import runfile
-from symmetry_engine.numeric.runfile import RecordFile, RunLogError, crc_path, read_jsonl, read_records
+from symmetry_engine.numeric.runfile import RunLogError, read_records
 from symmetry_engine.numeric.runlog import RunWriter, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +184,8 @@ def _records(n: int) -> np.ndarray:
 
 
 def _log(d: Path, n: int = 10, flush_every: int = 3) -> None:
+    from symmetry_engine.numeric.runfile import RecordFile
+
     w = RecordFile(d / "stats.bin", SIZE, keep=0)
     for k in range(0, n, flush_every):
         w.append(_records(n)[k:k + flush_every])
@@ -192,6 +194,8 @@ def _log(d: Path, n: int = 10, flush_every: int = 3) -> None:
 
 
 def test_stats_torn_at_every_byte_of_its_last_record(tmp_path):
+    from symmetry_engine.numeric.runfile import RecordFile
+
     d = tmp_path / "r"
     d.mkdir()
     _log(d)
@@ -222,6 +226,8 @@ def test_stats_torn_at_every_byte_of_its_last_record(tmp_path):
 
 
 def test_jsonl_torn_at_every_byte_of_its_last_line(tmp_path):
+    from symmetry_engine.numeric.runfile import read_jsonl
+
     path = tmp_path / "eval.jsonl"
     for n in range(4):
         runfile.append_jsonl(path, {"step": n, "loss": 1.0 / (n + 1)})
@@ -413,6 +419,8 @@ def test_disk_full_on_a_small_tmpfs(tmp_path, reference):
 
 
 def test_record_file_write_error_rolls_back_and_keeps_records(tmp_path, monkeypatch):
+    from symmetry_engine.numeric.runfile import RecordFile
+
     d = tmp_path / "r"
     d.mkdir()
     w = RecordFile(d / "stats.bin", SIZE, keep=0)
@@ -438,6 +446,7 @@ def test_record_file_write_error_rolls_back_and_keeps_records(tmp_path, monkeypa
 
 
 def test_resume_refuses_records_it_cannot_verify(tmp_path):
+    from symmetry_engine.numeric.runfile import crc_path
     from symmetry_engine.symmetry import Member, Symmetry
 
     syms = [Symmetry("translation", (Member("b"),), "b")]

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from model_zoo.train_cli import add_train_arguments, run_train
 from model_zoo.training import TrainConfig, TrainingError, train
-from symmetry_engine.numeric.runlock import RunLock, RunLockedError
 from symmetry_engine.numeric.runlog import RunWriter, read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +34,24 @@ def _cli(*args: str, base: list[str] = ARGS) -> list[str]:
     return [sys.executable, "-m", "analyses.cli", "train", *base, *args]
 
 
+# `nmech train` that stops with "set-up reached" if it ever gets to loading the data
+_NO_SETUP = textwrap.dedent("""
+    import sys
+    import model_zoo.training as T
+
+    def no_setup(*a, **k):
+        raise SystemExit("set-up reached")
+
+    T.load_dataset = no_setup
+    from analyses import cli
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def _cli_no_setup(*args: str) -> list[str]:
+    return [sys.executable, "-c", _NO_SETUP, "train", *ARGS, *args]
+
+
 def _tree(d: Path) -> dict[str, bytes]:
     return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
@@ -47,6 +64,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 # -- one writer per run directory --------------------------------------------------------------------------
 def test_second_trainer_is_refused_in_one_line_while_the_run_is_held(tmp_path):
+    from symmetry_engine.numeric.runlock import RunLock
+
     run = tmp_path / "run"
     with RunLock(run, "test holder"):
         proc = subprocess.run(_cli("--steps", "5", "--out", str(run)), cwd=ROOT, capture_output=True, text=True,
@@ -108,6 +127,8 @@ def test_tracker_writer_is_refused_while_another_process_writes(tmp_path):
 
 
 def test_stale_lock_of_a_dead_process_is_named_and_taken_over(tmp_path):
+    from symmetry_engine.numeric.runlock import RunLock
+
     run = tmp_path / "run"
     code = f"import os\nfrom symmetry_engine.numeric.runlock import RunLock\nRunLock({str(run)!r}, 'crashed job')\nos._exit(9)"
     dead = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120)
@@ -123,6 +144,8 @@ def test_stale_lock_of_a_dead_process_is_named_and_taken_over(tmp_path):
 
 
 def test_lock_is_reentrant_within_a_process(tmp_path):
+    from symmetry_engine.numeric.runlock import RunLock
+
     with RunLock(tmp_path / "r", "outer"):
         with RunLock(tmp_path / "r", "inner"):
             pass
@@ -157,7 +180,7 @@ def test_train_refuses_a_tracker_api_run_and_leaves_every_byte(tmp_path, capsys)
     run = tmp_path / "api"
     _tracker_api_run(run)
     before = _tree(run)
-    assert {"run.json", "stats.bin", "stats.crc", "report/report.md"} <= set(before)
+    assert {"run.json", "stats.bin", "report/report.md"} <= set(before)
     assert run_train(_parse([*ARGS, "--steps", "5", "--out", str(run)])) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "written with the tracker API" in err[0] and "--overwrite" in err[0], err
@@ -225,13 +248,13 @@ def test_bad_values_are_refused_before_anything_is_created(tmp_path):
 
 
 def test_read_only_run_directory_is_one_line(tmp_path):
-    """A read-only --out: one line saying so, before the set-up (a read-only tmpfs, since root ignores
-    file modes; with a non-root user a mode 0555 directory)."""
+    """A read-only --out: one line saying so, before the set-up (the child stops with "set-up reached" if
+    it loads the data). A read-only tmpfs, since root ignores file modes; a non-root user gets a 0555 dir."""
     if os.geteuid() != 0:
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o555)
-        proc = subprocess.run(_cli("--steps", "3", "--out", str(ro / "run")), cwd=ROOT, capture_output=True,
+        proc = subprocess.run(_cli_no_setup("--steps", "3", "--out", str(ro / "run")), cwd=ROOT, capture_output=True,
                               text=True, timeout=300)
         ro.chmod(0o755)
         needle = "no permission"
@@ -240,7 +263,7 @@ def test_read_only_run_directory_is_one_line(tmp_path):
             pytest.skip("needs unshare to mount a read-only file system as root")
         mnt = tmp_path / "mnt"
         mnt.mkdir()
-        cli = " ".join(f"'{a}'" for a in _cli("--steps", "3", "--out", str(mnt / "run")))
+        cli = " ".join(f"'{a}'" for a in _cli_no_setup("--steps", "3", "--out", str(mnt / "run")))
         proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                                f"mount -t tmpfs -o ro,size=64k tmpfs {mnt} || exit 99; exec {cli}"],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
