@@ -5,7 +5,8 @@ options. For zoo and torchvision specs all of these are known *before* torch is 
 the spec, the options, the source of this package (graph analyzer + model zoo) and the installed torch
 and torchvision versions (read from package metadata). User factories (`package.module:callable`) are
 never cached: their code is outside what the key can see. A cache that cannot be read or written is
-skipped silently — it only ever saves time.
+skipped silently — it only ever saves time. Each entry stores the SHA-256 of its analysis: an entry
+edited or damaged on disk fails it and is recomputed, instead of failing later with a missing key.
 
 Location: $NMECH_CACHE_DIR, else $XDG_CACHE_HOME/neural-mechanics, else ~/.cache/neural-mechanics.
 """
@@ -58,13 +59,22 @@ def cache_key(spec: str, options: dict[str, Any]) -> str | None:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def load(key: str | None) -> dict[str, Any] | None:
+    """The cached analysis for ``key``; None when absent, unreadable, or not what was stored."""
     if key is None:
         return None
     try:
-        return json.loads((cache_dir() / f"analysis-{key}.json").read_text())
+        entry = json.loads((cache_dir() / f"analysis-{key}.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("analysis"), dict) \
+            or entry.get("sha256") != _digest(entry["analysis"]):
+        return None
+    return entry["analysis"]
 
 
 def store(key: str | None, data: dict[str, Any]) -> None:
@@ -74,7 +84,7 @@ def store(key: str | None, data: dict[str, Any]) -> None:
         d = cache_dir()
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f".analysis-{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(data))
+        tmp.write_text(json.dumps({"sha256": _digest(data), "analysis": data}))
         os.replace(tmp, d / f"analysis-{key}.json")
     except OSError:
         pass

@@ -1,7 +1,9 @@
 """``nmech``: analyze, laws, train, evaluate, report, figures, demo.
 
 Every sub-command exits 0 on success and, on bad input, prints one line ``nmech: error: ...`` to stderr
-and exits 2 (set NMECH_DEBUG=1 to see the traceback instead).
+and exits 2 (set NMECH_DEBUG=1 to see the traceback instead); Ctrl-C exits 130 and SIGTERM 143, each with
+one line. Every numeric option is checked at parse time (analyses.argtypes), and nothing here imports torch
+before the arguments are parsed, so ``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -12,18 +14,33 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-EXIT_BAD_INPUT = 2
+from analyses.argtypes import (EXIT_BAD_INPUT, HelpFormatter, OneLineParser, add_threads_argument, apply_threads,
+                               nonneg_float, nonneg_int, positive_float, positive_int, unit_interval,
+                               unit_interval_open)
+
+EXIT_SIGTERM = 128 + 15
 
 
 class CliError(Exception):
     """Bad input reported in one line."""
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors in one line (the contract for bad input), with a pointer to --help."""
+def _version() -> str:
+    """The installed distribution's version, else the one pyproject.toml declares next to this package."""
+    import importlib.metadata
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+    try:
+        return importlib.metadata.version("neural-mechanics")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+
+        from pathlib import Path
+
+        return tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    except (ImportError, OSError, KeyError, ValueError):
+        return "unknown"
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -50,11 +67,13 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="zoo name (vgg16_bn), torchvision:NAME or package.module:callable")
     p.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W",
                    help="one sample, no batch axis (e.g. 3,32,32 or 20); default: the model's own")
-    p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--width", type=float, default=None, help="width multiplier for zoo models")
+    p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy",
+                   help="training loss whose symmetries are analysed")
+    p.add_argument("--num-classes", type=positive_int, default=10, help="classes ≥ 1 of the model's output")
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="width multiplier > 0 for zoo models (default: the model's own)")
     p.add_argument("--model-kw", "--model-arg", dest="model_arg", type=_parse_model_arg, action="append", default=[],
-                   metavar="KEY=VALUE", help="extra keyword for the zoo builder (JSON values), repeatable")
+                   metavar="KEY=VALUE", help="extra keyword for the zoo builder (JSON values), repeatable (default: none)")
 
 
 def load_model(args: argparse.Namespace):
@@ -254,11 +273,11 @@ def _kinds_present(args: argparse.Namespace) -> tuple[list[str], list[dict], dic
 
 
 def add_optimizer_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.0)
-    p.add_argument("--dampening", type=float, default=0.0)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lr", type=positive_float, default=0.1, help="learning rate η > 0")
+    p.add_argument("--momentum", type=unit_interval_open, default=0.0, help="heavy-ball momentum β in [0, 1)")
+    p.add_argument("--dampening", type=unit_interval, default=0.0, help="momentum dampening d in [0, 1]")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="weight decay λ ≥ 0")
     p.add_argument("--decoupled-weight-decay", action="store_true",
                    help="SGDW/AdamW-style weight decay θ ← (1−ηλ)θ − η·update")
 
@@ -276,57 +295,63 @@ def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser; the training options (which import the model zoo) only when ``train`` is asked for."""
     parser = OneLineParser(prog="nmech", description="Symmetries and conservation laws of neural-network training.")
+    parser.add_argument("--version", action="version", version=f"nmech {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("analyze", help="list a model's symmetries with exact parameter slices")
     add_model_arguments(p)
     p.add_argument("--certify", action="store_true", help="check every symmetry numerically (float64)")
-    p.add_argument("--certify-batch", type=int, default=8, help="batch size of the certification batch")
-    p.add_argument("--certify-samples", type=int, default=16, help="groups per kind also checked one by one")
+    p.add_argument("--certify-batch", type=positive_int, default=8, help="batch size ≥ 1 of the certification batch")
+    p.add_argument("--certify-samples", type=nonneg_int, default=16, help="groups ≥ 0 per kind also checked one by one")
     p.add_argument("--json", action="store_true", help="print one JSON object (schema: docs/json_schema.md)")
     p.add_argument("--compact", action="store_true", help="JSON on one line")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     p.add_argument("--count-laws", action="store_true",
                    help="also count the independent conservation laws (Jacobian rank at a random point)")
+    add_threads_argument(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("laws", help="print the conservation laws of a model's symmetries under an optimizer")
     add_model_arguments(p)
     add_optimizer_arguments(p)
-    p.add_argument("--kinds", default="", help="skip the analysis: comma-separated kinds (translation,scale,rescale,gl)")
+    p.add_argument("--kinds", default="", help="skip the analysis: comma-separated kinds (translation,scale,rescale,gl) "
+                                               "(default: the kinds the model has)")
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
+    add_threads_argument(p)
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--latex", action="store_true")
-    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--latex", action="store_true", help="print the laws as LaTeX")
+    fmt.add_argument("--json", action="store_true", help="print the laws as JSON")
     p.set_defaults(func=cmd_laws)
 
     p = sub.add_parser("train", help="train a zoo model with the tracker on (writes a run directory)")
     if list(argv[:1]) == ["train"]:
-        from model_zoo.train_cli import add_train_arguments
+        from model_zoo.train_cli import add_train_arguments  # torch-free: parsing `train` imports no torch
 
         add_train_arguments(p)
     p.set_defaults(func=_lazy("cmd_train"))
 
     p = sub.add_parser("evaluate", help="hold a run (log and checkpoints) against the laws")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (run.json, stats.bin, checkpoints/)")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.add_argument("--no-checkpoints", action="store_true", help="skip the checkpoint cross-check")
     p.add_argument("--strict", action="store_true", help="exit 1 when any symmetry group is broken")
     p.set_defaults(func=_lazy("cmd_evaluate"))
 
     p = sub.add_parser("report", help="evaluate a run and write a Markdown report with figures")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", default=None, help="report directory (default RUN_DIR/report)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (run.json, stats.bin, checkpoints/)")
+    p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
     p.set_defaults(func=_lazy("cmd_report"))
 
     p = sub.add_parser("figures", help="the paper's Figures 3 and 4 (geometries; modified dynamics on a quadratic)")
-    p.add_argument("--out", default="runs/figures")
+    p.add_argument("--out", default="runs/figures", help="directory of the figures")
     p.set_defaults(func=_lazy("cmd_figures"))
 
     p = sub.add_parser("demo", help="train VGG-16 with and without BN on digits, evaluate, write a report")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (default: the presets' 300 with BN, 600 without)")
-    p.add_argument("--width", type=float, default=0.125, help="VGG width multiplier")
+    p.add_argument("--out", default="runs/demo", help="directory of the two runs and the report")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="steps ≥ 1 per run (default: the presets' 300 with BN, 600 without)")
+    p.add_argument("--width", type=positive_float, default=0.125, help="VGG width multiplier > 0")
+    add_threads_argument(p)
     p.set_defaults(func=_lazy("cmd_demo"))
     return parser
 
@@ -335,8 +360,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from symmetry_engine.numeric.runlock import Terminated, sigterm_raises
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_raises():   # SIGTERM like Ctrl-C: writers flush and release their run directory
+            apply_threads(getattr(args, "threads", None))
+            return int(args.func(args) or 0)
+    except Terminated:
+        print("nmech: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
         print("nmech: interrupted", file=sys.stderr)
         return 130

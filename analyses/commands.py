@@ -100,11 +100,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from analyses.report import write_report
     from symmetry_engine.numeric.evaluate import evaluate_run
 
-    ev = evaluate_run(args.run_dir)
-    path = write_report(ev, args.out or Path(args.run_dir) / "report")
+    out = Path(args.out or Path(args.run_dir) / "report")
+    with _report_lock(args.run_dir, out):
+        ev = evaluate_run(args.run_dir)
+        path = write_report(ev, out)
     print(format_evaluation(ev))
     print(f"report: {path}")
     return 0
+
+
+def _report_lock(run_dir, out: Path):
+    """The run directory's write lock while a report is written into it (a trainer writing the same run
+    makes this refuse in one line); a report written elsewhere only reads the run and takes no lock."""
+    import contextlib
+
+    from symmetry_engine.numeric.runlock import RunLock
+
+    run_dir = Path(run_dir)
+    inside = run_dir.is_dir() and out.resolve().is_relative_to(run_dir.resolve())
+    return RunLock(run_dir, "nmech report") if inside else contextlib.nullcontext()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -132,8 +146,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"== {title}: {cfg.model} width {args.width}, {cfg.steps} steps, lr {cfg.lr}, momentum {cfg.momentum}, "
               f"weight decay {cfg.weight_decay} ==", flush=True)
         result = train(cfg)
-        ev = evaluate_run(result.out_dir)
-        report = write_report(ev, result.out_dir / "report")
+        with _report_lock(result.out_dir, result.out_dir / "report"):
+            ev = evaluate_run(result.out_dir)
+            report = write_report(ev, result.out_dir / "report")
         print(format_evaluation(ev), flush=True)
         for kind, s in ev.summary.items():
             rows.append(f"| {title} | {kind} | {s['groups']} | {s['exact']['max']:.2e} | {s['continuous']['max']:.2e} "

@@ -13,10 +13,10 @@ import json
 import sys
 import traceback
 
-from . import analyzer_time, certification, law_throughput, tracker_overhead
+from . import analyzer_time, certification, cli_startup, law_throughput, tracker_overhead
 from .common import machine, now, section
 
-BENCHMARKS = [tracker_overhead, analyzer_time, certification, law_throughput]
+BENCHMARKS = [tracker_overhead, analyzer_time, certification, law_throughput, cli_startup]
 
 
 def _summary(results: dict) -> list[str]:
@@ -41,6 +41,12 @@ def _summary(results: dict) -> list[str]:
                      f"({r['predict_exact']['group_steps_per_s']:.3g} group*steps/s), continuous "
                      f"{r['predict_continuous']['seconds']:.2f} s ({r['predict_continuous']['group_steps_per_s']:.3g}); "
                      f"finite: {r['all_finite']}")
+    r = results.get(cli_startup.NAME)
+    if r:
+        c, f = r["commands"], r["run_files"]
+        lines.append(f"cli: `nmech train --help` {c['train --help']['median_s']:.2f} s (max {c['train --help']['max_s']:.2f}; "
+                     f"target < 1 s), `nmech --help` {c['--help']['median_s']:.2f} s; stats.bin read with CRC "
+                     f"{f['crc_overhead_ratio']:.2f}x without ({f['verified_mb_per_s']:.0f} MB/s)")
     return lines
 
 

@@ -4,15 +4,28 @@
 (VGG ±BN, ResNet-18/34, MLP, ConvNet), ``torchvision:NAME`` and ``package.module:callable``;
 ``load_dataset`` gives offline digits / synthetic data or reads Tiny ImageNet / CIFAR from disk;
 ``random_architecture`` samples models with known symmetries; ``train(TrainConfig)`` writes tracked runs.
-Training imports are lazy-cheap (no symmetry_engine import until a run starts).
+The names below load on first use, so importing a torch-free part (presets, the training config and its
+command line) does not import torch: ``nmech train --help`` answers at once.
 """
 
-from .datasets import DataSplit, DatasetError, load_dataset
-from .presets import PRESETS, preset
-from .specs import ModelInfo, SpecError, build_model, zoo_names
-from .training import RunResult, TrainConfig, TrainingError, train
+from __future__ import annotations
 
-__all__ = [
-    "DataSplit", "DatasetError", "ModelInfo", "PRESETS", "RunResult", "SpecError", "TrainConfig", "TrainingError",
-    "build_model", "load_dataset", "preset", "train", "zoo_names",
-]
+from importlib import import_module
+from typing import Any
+
+_LAZY = {
+    "DataSplit": "datasets", "DatasetError": "datasets", "load_dataset": "datasets",
+    "PRESETS": "presets", "preset": "presets",
+    "ModelInfo": "specs", "SpecError": "specs", "build_model": "specs", "zoo_names": "specs",
+    "TrainConfig": "train_config", "TrainingError": "train_config",
+    "RunResult": "training", "train": "training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'model_zoo' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

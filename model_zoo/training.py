@@ -10,6 +10,10 @@ Resume is the default: re-running the same config in the same ``out`` directory 
 newest checkpoint. Each step's minibatch is a pure function of (seed, step) — a seeded permutation per
 epoch — and a checkpoint stores model, optimizer, RNG states, the tracker state and the data position,
 so in deterministic mode an interrupted-and-resumed run is bit-identical to an uninterrupted one.
+
+The configuration lives in train_config.py (torch-free: the CLI parses without torch), the decisions
+about the run directory (resume, refuse, replace; hashed checkpoints; torn-tail repair) in
+train_files.py, the lock and SIGTERM handling in ``symmetry_engine.numeric.runlock``.
 """
 
 from __future__ import annotations
@@ -20,72 +24,27 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from symmetry_engine.numeric.runfile import RunLogError, describe_os_error
+from symmetry_engine.numeric.runlock import RunLock, sigterm_raises
+
 from .datasets import DataSplit, load_dataset
 from .specs import build_model
+from .train_config import TrainConfig, TrainingError, check_config, checkpoint_schedule, lr_at
+from .train_files import (append_eval, checkpoint_path, clear_run_files, config_differences, list_checkpoints,
+                          load_latest, plan_start, repair_logs, save_checkpoint, scan_run_dir, stderr_warning,
+                          verified_log_end)
 
-CKPT_DIR = "checkpoints"
-EVAL_FILE = "eval.jsonl"
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, inconsistent resume); the message is one line."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. ``steps`` wins over ``epochs``; one of them must be set.
-
-    Checkpoint policy: ``checkpoint_every`` N steps, an explicit ``checkpoint_steps`` list, and/or
-    ``checkpoint_log`` log-spaced steps; the final step is always checkpointed.
-    """
-
-    model: str = "convnet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    input_shape: tuple[int, ...] | None = None
-    loss: str = "cross_entropy"
-    dataset: str = "digits"
-    data_path: str | None = None
-    input_size: int | None = None
-    batch_size: int = 64
-    steps: int | None = None
-    epochs: float | None = None
-    lr: float = 0.1
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | step | cosine (each with optional linear warmup)
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = 0.1
-    warmup_steps: int = 0
-    seed: int = 0
-    deterministic: bool = False
-    dtype: str = "float32"
-    device: str = "auto"
-    checkpoint_every: int | None = None
-    checkpoint_steps: tuple[int, ...] = ()
-    checkpoint_log: int | None = None
-    out: str = "runs/train"
-    track: bool = True
-    eval_each_epoch: bool = True
-    progress: bool = True
-    num_workers: int = 0
-    flush_every: int = 50
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("input_shape", "lr_milestones", "checkpoint_steps"):
-            d[k] = list(d[k]) if d[k] is not None else None
-        return d
+__all__ = ["RunResult", "TrainConfig", "TrainingError", "checkpoint_path", "checkpoint_schedule",
+           "evaluate_model", "list_checkpoints", "lr_at", "train"]
 
 
 @dataclass
@@ -98,32 +57,6 @@ class RunResult:
     test_accuracy: float | None
     checkpoints: list[int]
     seconds: float
-
-
-def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning rate used by optimizer step ``step`` (0-based) — a pure function, so resume needs no state."""
-    if cfg.schedule == "constant":
-        lr = cfg.lr
-    elif cfg.schedule == "step":
-        lr = cfg.lr * cfg.lr_gamma ** sum(1 for m in cfg.lr_milestones if step >= m)
-    elif cfg.schedule == "cosine":
-        span = max(1, total - cfg.warmup_steps)
-        lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, max(0, step - cfg.warmup_steps) / span)))
-    else:
-        raise TrainingError(f"unknown lr schedule {cfg.schedule!r}; choose constant, step or cosine")
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        lr *= (step + 1) / cfg.warmup_steps
-    return lr
-
-
-def checkpoint_schedule(cfg: TrainConfig, total: int) -> list[int]:
-    steps = {total}
-    if cfg.checkpoint_every:
-        steps.update(range(cfg.checkpoint_every, total + 1, cfg.checkpoint_every))
-    steps.update(int(s) for s in cfg.checkpoint_steps if 0 <= int(s) <= total)
-    if cfg.checkpoint_log:
-        steps.update(int(round(v)) for v in np.logspace(0, math.log10(max(total, 1)), int(cfg.checkpoint_log)))
-    return sorted(s for s in steps if s >= 0)
 
 
 def _device(name: str) -> torch.device:
@@ -212,93 +145,50 @@ def _set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def checkpoint_path(out: str | os.PathLike, step: int) -> Path:
-    return Path(out) / CKPT_DIR / f"step_{step:08d}.pt"
-
-
-def list_checkpoints(out: str | os.PathLike) -> list[int]:
-    d = Path(out) / CKPT_DIR
-    if not d.is_dir():
-        return []
-    return sorted(int(p.stem[5:]) for p in d.glob("step_*.pt") if p.stem[5:].isdigit())
-
-
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _load_latest(out: Path) -> dict[str, Any] | None:
-    """The newest readable checkpoint; unreadable newer ones are reported and skipped, and if there are
-    checkpoints but none loads the run is refused (restarting would overwrite its log)."""
-    steps = list_checkpoints(out)
-    bad = []
-    for step in reversed(steps):
-        try:
-            ck = torch.load(checkpoint_path(out, step), map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged file: say so, fall back to an older one
-            bad.append(f"step {step} ({type(exc).__name__})")
-            continue
-        if bad:
-            print(f"nmech train: warning: unreadable checkpoint(s) {', '.join(bad)}; resuming from step {step}",
-                  file=sys.stderr)
-        return ck
-    if steps:
-        raise TrainingError(f"{out}: no checkpoint can be read ({', '.join(bad)}); refusing to overwrite the run — "
-                            "use a new --out")
-    return None
-
-
-# the fields that fix a run's trajectory; a resumed run must agree on them (steps/epochs may grow)
-_TRAJECTORY_FIELDS = ("model", "model_kwargs", "input_shape", "loss", "dataset", "input_size", "batch_size", "lr",
-                      "momentum", "dampening", "nesterov", "weight_decay", "schedule", "lr_milestones", "lr_gamma",
-                      "warmup_steps", "seed", "dtype")
-
-
-def _check_same_run(cfg: "TrainConfig", ckpt: dict[str, Any], out: Path) -> None:
-    saved = ((ckpt.get("meta") or {}).get("train")) or {}
-    now = cfg.to_json()
-    fields = _TRAJECTORY_FIELDS + (("steps", "epochs") if cfg.schedule == "cosine" else ())  # cosine spans the run
-    diff = [f"{k} {saved.get(k)!r} → {now.get(k)!r}" for k in fields
-            if k in saved and _norm(saved.get(k)) != _norm(now.get(k))]
-    if diff:
-        raise TrainingError(f"{out} holds a run with a different configuration ({'; '.join(diff)}); "
-                            "use a new --out to start another run")
-
-
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _truncate_eval(out: Path, step: int) -> None:
-    f = out / EVAL_FILE
-    if f.exists():
-        keep = [l for l in f.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-        f.write_text("".join(l + "\n" for l in keep))
-
-
 def _symmetries(model: torch.nn.Module, example: torch.Tensor, loss: str) -> list:
     from symmetry_engine.graph.analysis import analyze
 
     return list(analyze(model, example, loss=loss).symmetries)
 
 
-def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
-    """Run (or resume) training as configured; returns a summary. See the module docstring."""
+def train(cfg: TrainConfig, symmetries: Sequence | None = None, *, overwrite: bool = False,
+          warn: Callable[[str], None] = stderr_warning) -> RunResult:
+    """Run (or resume) training as configured; returns a summary. See the module docstring.
+
+    Before any set-up: the configuration's values are checked, the run directory is created (or refused:
+    a file in the way, a read-only file system) and locked against a second writer, and what it holds is
+    validated. A directory holding a run this configuration cannot resume is refused unless ``overwrite``,
+    which clears the run's files (logs, checkpoints, report) and starts again. SIGTERM stops training like
+    Ctrl-C: the log is flushed, the lock released, and :class:`Terminated` raised.
+    """
+    check_config(cfg)
+    out = Path(cfg.out)
+    try:
+        lock = RunLock(out, "nmech train", on_stale=warn)
+    except RunLogError as exc:
+        raise TrainingError(str(exc)) from None
+    try:
+        with sigterm_raises():
+            return _train_locked(cfg, out, symmetries, overwrite, warn)
+    except OSError as exc:   # while opening or repairing the run's files (the loop words its own)
+        raise TrainingError(f"{describe_os_error(exc)}; nothing written before is lost — the same command "
+                            "resumes once that is fixed") from None
+    finally:
+        lock.release()
+
+
+def _train_locked(cfg: TrainConfig, out: Path, symmetries: Sequence | None, overwrite: bool,
+                  warn: Callable[[str], None]) -> RunResult:
     t0 = time.time()
+    state = scan_run_dir(out)
+    plan = plan_start(state, cfg, overwrite)          # refusals happen here, before the slow set-up
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
-    device, dtype = _device(cfg.device), {"float32": torch.float32, "float64": torch.float64}.get(cfg.dtype)
-    if dtype is None:
-        raise TrainingError(f"dtype must be float32 or float64, got {cfg.dtype!r}")
+    device, dtype = _device(cfg.device), {"float32": torch.float32, "float64": torch.float64}[cfg.dtype]
     data: DataSplit = load_dataset(cfg.dataset, cfg.data_path, cfg.input_size)
     model, info = build_model(cfg.model, num_classes=data.num_classes,
                               input_shape=cfg.input_shape or data.input_shape, **cfg.model_kwargs)
@@ -309,11 +199,14 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
         raise TrainingError("set steps or epochs to a positive number")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, dampening=cfg.dampening,
                           nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = _load_latest(out)
+    ckpt = None
+    if plan == "resume":
+        ckpt = load_latest(out, state, verified_log_end(out, state) if cfg.track else None, warn)
     if ckpt:
-        _check_same_run(cfg, ckpt, out)
+        diff = config_differences(cfg, ((ckpt.get("meta") or {}).get("train")) or {})
+        if diff:
+            raise TrainingError(f"{out} holds a run with a different configuration ({'; '.join(diff)}); "
+                                "use a new --out to start another run (or --overwrite to replace it)")
         threads = (ckpt.get("meta") or {}).get("threads")
         if cfg.deterministic and threads and threads != torch.get_num_threads():
             # CPU reductions split work by thread: the same bits need the same thread count
@@ -325,6 +218,8 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
         model.load_state_dict(ckpt["model"])
         test = evaluate_model(model, data.test, cfg.loss, device, dtype)
         return RunResult(out, total, start, float("nan"), test[0], test[1], list_checkpoints(out), time.time() - t0)
+    if ckpt and cfg.track and ckpt.get("tracker") is None:
+        raise TrainingError(f"{out}: checkpoint step {start} has no tracker state; use a new --out or --no-track")
     tracker = None
     if cfg.track:
         from symmetry_engine.numeric.tracker import Tracker
@@ -332,6 +227,9 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
         if symmetries is None:
             x0 = torch.stack([data.train[i][0] for i in range(min(4, len(data.train)))]).to(device, dtype)
             symmetries = _symmetries(model, x0, cfg.loss)
+    if plan == "replace":
+        clear_run_files(out)
+    if cfg.track:
         meta = {"model": model_meta, "train": cfg.to_json()}
         tracker = Tracker(model, opt, out, symmetries, meta=meta, flush_every=cfg.flush_every,
                           overwrite=ckpt is None)
@@ -340,16 +238,12 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
         if tracker is not None:
-            if ckpt.get("tracker") is None:
-                raise TrainingError(f"{out}: checkpoint step {start} has no tracker state; use a new --out or --no-track")
-            tracker.load_state_dict(ckpt["tracker"])
-        _truncate_eval(out, start)
-    elif (out / EVAL_FILE).exists():
-        (out / EVAL_FILE).unlink()
+            tracker.load_state_dict(ckpt["tracker"])   # validates stats.bin, then cuts it after step start - 1
+        repair_logs(out, state, start)                 # eval.jsonl, checkpoints.jsonl: validated by scan_run_dir
     ck_steps = checkpoint_schedule(cfg, total)
 
     def save(step: int) -> None:
-        _save(checkpoint_path(out, step), {
+        save_checkpoint(out, step, {
             "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": _rng_state(),
             "tracker": tracker.state_dict() if tracker is not None else None,
             "data": {"epoch": step // batches.per_epoch, "index": step % batches.per_epoch, "seed": cfg.seed,
@@ -361,7 +255,7 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=start, desc=f"train {cfg.model}", dynamic_ncols=True, leave=False)
-    last_loss, test = float("nan"), (None, None)
+    last_loss, test, step = float("nan"), (None, None), start
     try:
         if start == 0 and 0 in ck_steps:
             save(0)
@@ -389,21 +283,34 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None) -> RunResult:
                 bar.set_postfix(loss=f"{last_loss:.4f}", acc=f"{acc:.3f}")
             if cfg.eval_each_epoch and (n % batches.per_epoch == 0 or n == total):
                 test = evaluate_model(model, data.test, cfg.loss, device, dtype)
-                with open(out / EVAL_FILE, "a") as fh:
-                    fh.write(json.dumps({"step": n, "epoch": n / batches.per_epoch, "train_loss": last_loss,
-                                         "test_loss": test[0], "test_accuracy": test[1]}) + "\n")
+                append_eval(out, {"step": n, "epoch": n / batches.per_epoch, "train_loss": last_loss,
+                                  "test_loss": test[0], "test_accuracy": test[1]})
             if n in ck_steps:
                 save(n)
-    except BaseException:
         if tracker is not None:
-            tracker.abort()
+            tracker.close()
+    except OSError as exc:   # disk full, file system gone read-only: one line, the run stays resumable
+        _abort(tracker)
+        done = [s for s in list_checkpoints(out) if s <= step]
+        raise TrainingError(f"{describe_os_error(exc)}; stopped at step {step} — the same command resumes from "
+                            f"step {done[-1] if done else 0}") from None
+    except BaseException:
+        _abort(tracker)
         raise
     finally:
         if bar is not None:
             bar.close()
-    if tracker is not None:
-        tracker.close()
     return RunResult(out, total, start, last_loss, test[0], test[1], list_checkpoints(out), time.time() - t0)
+
+
+def _abort(tracker: Any) -> None:
+    """Flush what the tracker recorded after a failure; a second failure (the disk is still full) must not
+    hide the first."""
+    if tracker is not None:
+        try:
+            tracker.abort()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _is_closed(out: Path) -> bool:

@@ -137,10 +137,14 @@ def test_corruption_errors_are_one_line(tmp_path, damage, msg):
         stats.unlink()
     elif damage == "empty":
         stats.write_bytes(b"\x00" * 100)
-    elif damage in ("steps", "final"):
-        data = np.fromfile(stats).reshape(-1, R)
-        data[3, 0 if damage == "steps" else 1] = 7 if damage == "steps" else 1
-        data.tofile(stats)
+    elif damage in ("steps", "final"):  # written with valid checksums (a changed byte is the checksum's business)
+        w = RunWriter(d, {}, SYMS, layout=LAYOUT, classes=CLASSES, overwrite=True)
+        for n in (0, 1, 2, 7, 8):
+            r = rec(n)
+            if damage == "final" and n == 7:
+                r[1] = 1.0
+            w.append(r)
+        w.close(rec(9, final=True))
     with pytest.raises(RunLogError) as exc:
         read_run(d)
     assert msg in str(exc.value) and "\n" not in str(exc.value)

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .checkpoint_index import verify_checkpoint
 from .runfile import RunLogError
 from .runlog import RunLog
 from ..symmetry import KINDS, Symmetry
@@ -104,6 +105,9 @@ def check_checkpoints(log: RunLog) -> list[CheckpointCheck]:
     out = []
     first = int(log.steps[0])
     for f in files:
+        if (problem := verify_checkpoint(log.run_dir, f)) is not None:  # damaged, swapped or foreign: named, not loaded
+            out.append(CheckpointCheck(str(f), int(re.sub(r"\D", "", f.stem) or -1), {}, problem))
+            continue
         step, state, _ = load_checkpoint(f)
         if step is None:
             m = re.search(r"step_(\d+)", f.name)

@@ -9,6 +9,7 @@ without parsing. What a record holds is numeric/layout.py; the bytes on disk are
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,7 +18,9 @@ import numpy as np
 
 from .classes import CLASS_COLUMNS, OptimizerClass
 from .layout import HEADER, INITIAL_COLUMNS, KIND_ORDER, STATE_COLUMNS, RecordLayout
-from .runfile import DTYPE, RecordFile, RunLogError, count_records, read_json, read_records, write_json_atomic
+from .runfile import (DTYPE, RecordFile, RunLogError, count_records, read_json, read_records, write_bytes_atomic,
+                      write_json_atomic)
+from .runlock import RunLock
 from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
 FORMAT = "nmech-run/2"
@@ -88,13 +91,19 @@ class RunWriter:
         self.run_dir = Path(run_dir)
         self.flush_every = max(1, int(flush_every))
         self._closed = False
-        if resume_step is None:
-            if layout is None:
-                raise ValueError("a new run log needs its record layout")
-            keep = self._create(dict(meta or {}), list(symmetries), layout, list(classes), initial_state, overwrite)
-        else:
-            keep = self._resume(int(resume_step), list(symmetries))
-        self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
+        if resume_step is None and layout is None:
+            raise ValueError("a new run log needs its record layout")
+        self._lock = RunLock(self.run_dir, "tracker")  # one writer per run directory (runlock.py)
+        try:
+            if resume_step is None:
+                keep = self._create(dict(meta or {}), list(symmetries), layout, list(classes), initial_state,
+                                    overwrite)
+            else:
+                keep = self._resume(int(resume_step), list(symmetries))
+            self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
+        except BaseException:
+            self._lock.release()
+            raise
 
     # -- opening -----------------------------------------------------------------------------------
     @property
@@ -125,11 +134,9 @@ class RunWriter:
             init = np.asarray(initial, dtype=DTYPE).reshape(-1)
             if init.size != layout.initial_size():
                 raise ValueError(f"initial state has {init.size} values, the layout {layout.initial_size()}")
-            tmp = init_path.with_name(INITIAL_FILE + ".tmp")
-            f = RecordFile(tmp, init.size, keep=0)
-            f.append(init)
-            f.close()
-            os.replace(tmp, init_path)
+            # with a CRC-32 of its bytes in run.json: written once, checked when read
+            write_bytes_atomic(init_path, init.tobytes())
+            self.meta["initial_state_crc32"] = zlib.crc32(init.tobytes())
             self.meta["initial_state"] = INITIAL_FILE
         elif init_path.exists():
             init_path.unlink()
@@ -146,18 +153,19 @@ class RunWriter:
         self.symmetries = logged
         self.layout, self.classes = _parse_layout(meta, logged, self.run_dir / META_FILE)
         self.meta = meta
-        keep = 0
+        keep, why = 0, ""
         if count_records(self.stats_path, self.record_size):
-            data, _ = read_records(self.stats_path, self.record_size)
+            data, warns = read_records(self.stats_path, self.record_size)
+            why = f" ({'; '.join(warns)})" if warns else ""
             steps, final = data[:, 0], data[:, 1]
             keep = int(np.searchsorted(steps, step, side="left"))
             if keep and final[keep - 1] == 1:  # a final (close) record never survives a resume
                 keep -= 1
             if keep and step > steps[keep - 1] + 1:
                 raise RunLogError(f"{self.stats_path}: log ends at step {int(steps[keep - 1])} but resume is at "
-                                  f"step {step}; records in between are missing")
+                                  f"step {step}; records in between are missing{why}")
         if step > 0 and keep == 0:
-            raise RunLogError(f"{self.stats_path}: log holds no step before {step}; cannot resume at step {step}")
+            raise RunLogError(f"{self.stats_path}: log holds no step before {step}; cannot resume at step {step}{why}")
         self.meta.update(steps_recorded=keep, closed=False)
         write_json_atomic(self.run_dir / META_FILE, self.meta)
         self.next_step = step
@@ -182,19 +190,26 @@ class RunWriter:
         """Append the final state record (if given), flush, and mark run.json closed."""
         if self._closed:
             return
-        if final_record is not None:
-            self.append(final_record)
-        self._file.close()
-        self._closed = True
-        self.meta.update(dict(extra_meta or {}))
-        self.meta.update(steps_recorded=self._file.complete_records(), closed=final_record is not None)
-        write_json_atomic(self.run_dir / META_FILE, self.meta)
+        try:
+            if final_record is not None:
+                self.append(final_record)
+            self._file.close()
+            self._closed = True
+            self.meta.update(dict(extra_meta or {}))
+            self.meta.update(steps_recorded=self._file.complete_records(), closed=final_record is not None)
+            write_json_atomic(self.run_dir / META_FILE, self.meta)
+        finally:
+            if self._closed:
+                self._lock.release()
 
     def abandon(self) -> None:
         """Flush and release the file without a final record (the log stays resumable)."""
         if not self._closed:
-            self._file.close()
             self._closed = True
+            try:
+                self._file.close()
+            finally:
+                self._lock.release()
 
 
 @dataclass
@@ -351,10 +366,14 @@ def _read_initial(run_dir: Path, meta: Mapping[str, Any], lay: RecordLayout) -> 
     name = meta.get("initial_state")
     if not name:
         return np.zeros(size)
-    data, warns = read_records(run_dir / str(name), size)
-    if data.shape[0] != 1 or warns:
-        raise RunLogError(f"{run_dir / str(name)} is corrupt: expected one record of {size} values")
-    return data[0].copy()
+    path = run_dir / str(name)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RunLogError(f"{path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(raw) != size * DTYPE.itemsize or zlib.crc32(raw) != meta.get("initial_state_crc32", zlib.crc32(raw)):
+        raise RunLogError(f"{path} is corrupt: expected {size} float64 values matching run.json's checksum")
+    return np.frombuffer(raw, dtype=DTYPE).copy()
 
 
 def _first_nonfinite(data: np.ndarray, lay: RecordLayout, hp: Mapping[str, np.ndarray],
