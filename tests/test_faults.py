@@ -446,17 +446,22 @@ def test_record_file_write_error_rolls_back_and_keeps_records(tmp_path, monkeypa
 
 
 def test_resume_refuses_records_it_cannot_verify(tmp_path):
+    from symmetry_engine.numeric.classes import OptimizerClass
+    from symmetry_engine.numeric.layout import RecordLayout
     from symmetry_engine.numeric.runfile import crc_path
     from symmetry_engine.symmetry import Member, Symmetry
 
     syms = [Symmetry("translation", (Member("b"),), "b")]
+    layout = RecordLayout(("translation",), ((0,),), 1)
+    classes = [OptimizerClass(0, 0, True, True, True, "sgd", params=("b",))]
     d = tmp_path / "r"
-    w = RunWriter(d, {}, syms, flush_every=2)
-    for n in range(6):
-        w.append(np.array([n, 0.1, 1.0, 0.5, 0.0, 1.0]))
+    w = RunWriter(d, {}, syms, layout=layout, classes=classes, flush_every=2)
+    R = layout.record_size
+    for n in range(6):  # step, final, loss, |g|^2; lr β d λ updated; s P A
+        w.append(np.array([n, 0.0, 1.0, 0.5, 0.1, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 1.0]))
     w.abandon()
     raw = bytearray((d / "stats.bin").read_bytes())
-    raw[8 * 6 * 1 + 20] ^= 0xFF                   # record 1, inside block 0
+    raw[8 * R * 1 + 20] ^= 0xFF                   # record 1, inside block 0
     (d / "stats.bin").write_bytes(bytes(raw))
     before = snapshot(d)
     with pytest.raises(RunLogError) as err:
