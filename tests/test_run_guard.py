@@ -109,14 +109,18 @@ def test_two_trainers_started_together_one_trains_and_the_run_evaluates(tmp_path
 def test_tracker_writer_is_refused_while_another_process_writes(tmp_path):
     from symmetry_engine.symmetry import Member, Symmetry
 
+    from symmetry_engine.numeric.layout import RecordLayout
+
     syms = [Symmetry("translation", (Member("b"),), "b")]
-    w = RunWriter(tmp_path / "r", {}, syms)
+    w = RunWriter(tmp_path / "r", {}, syms, layout=RecordLayout(("translation",), ((0,),), 1))
     code = textwrap.dedent(f"""
+        from symmetry_engine.numeric.layout import RecordLayout
         from symmetry_engine.numeric.runlog import RunWriter
         from symmetry_engine.numeric.runlock import RunLockedError
         from symmetry_engine.symmetry import Member, Symmetry
         try:
-            RunWriter({str(tmp_path / 'r')!r}, {{}}, [Symmetry("translation", (Member("b"),), "b")], overwrite=True)
+            RunWriter({str(tmp_path / 'r')!r}, {{}}, [Symmetry("translation", (Member("b"),), "b")], overwrite=True,
+                      layout=RecordLayout(("translation",), ((0,),), 1))
         except RunLockedError as exc:
             print(exc)
     """)
