@@ -147,7 +147,8 @@ def sweep_document(evs: Sequence[Any], datas: Sequence[Mapping[str, Any]], out: 
             f"One column per symmetry kind, following the same group in every run ({where}); one colour per run, "
             "labelled by the hyperparameters that differ. Top: the measured quantity (thick) and the paper's continuous "
             "law (dotted). Bottom, log scale: |measured − continuous| / norm (dotted) and the exact or symmetry law's "
-            "residual (dashed); the continuous law's error grows with ηλ, the exact law's stays at round-off. "
+            "residual (dashed); the continuous law's error grows with ηλ, the exact law's stays at round-off (a residual "
+            "that is exactly 0, like the continuous translation law at λ = 0, cannot be drawn on a log axis). "
             "Choose the layer with `--layer`.")]))
     else:
         doc.sections.append(Section("Conserved quantities across the runs", [Para(
