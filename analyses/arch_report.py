@@ -92,57 +92,76 @@ def _param_text(info: LayerInfo) -> str:
     return ", ".join(f"{p.rsplit('.', 1)[-1]} {'×'.join(map(str, s)) or 'scalar'}" for p, s in info.params.items())
 
 
+ROW_IN = 0.34            # inches per layer row
+MONO_IN, SANS_IN = 0.0625, 0.045   # approximate character widths (inches) of the name and parameter fonts
+
+
 def diagram(layers: Mapping[str, LayerInfo], title: str) -> MplFigure:
     """Layers top to bottom in network order; per kind a coloured cell with its group count; arcs on the
-    left from a rescale producer to each layer consuming its channels (labelled with the group count)."""
+    left from a rescale producer to each layer consuming its channels (labelled with the group count);
+    dashed arcs on the right join layers a residual add couples into the same groups.
+
+    Horizontal data units are inches, so columns are placed after the longest name and parameter text.
+    """
     names = list(layers)[:MAX_DIAGRAM_LAYERS]
     n = len(names)
-    fig = plt.figure(figsize=(9.5, 1.2 + 0.34 * n))
-    ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - 0.5 / (1.2 + 0.34 * n)))
-    ax.set_xlim(-2.4, 10.5)
-    ax.set_ylim(n - 0.4, -1.2)
+    left = 1.7
+    name_w = MONO_IN * max((len(x) for x in names), default=4)
+    type_x = left + 0.15 + name_w
+    param_w = SANS_IN * max((len(_param_text(layers[x])) for x in names), default=4)
+    box_end = type_x + 0.55 + param_w + 0.1
+    cols = {k: box_end + 0.35 + i * 0.8 for i, k in enumerate(("translation", "scale", "rescale", "gl"))}
+    width = cols["gl"] + 0.9
+    height = 1.0 + ROW_IN * (n + 1.5)
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1 - 0.45 / height))
+    ax.set_xlim(0, width)
+    ax.set_ylim(n - 0.4, -1.3)
     ax.axis("off")
     y = {name: i for i, name in enumerate(names)}
-    cols = {"translation": 6.3, "scale": 7.3, "rescale": 8.3, "gl": 9.3}
     for kind, x in cols.items():
-        ax.text(x + 0.45, -0.85, kind if kind != "gl" else "GL(r)", ha="center", va="center", fontsize=8,
+        ax.text(x + 0.32, -0.85, kind if kind != "gl" else "GL(r)", ha="center", va="center", fontsize=8,
                 color=KIND_COLOURS[kind], fontweight="bold")
     for name in names:
         info, i = layers[name], y[name]
-        has = info.total > 0
-        ax.add_patch(Rectangle((0, i - 0.38), 6.0, 0.76, facecolor="#f4f6fa" if has else "#fbeaea",
+        ax.add_patch(Rectangle((left, i - 0.38), box_end - left, 0.76, facecolor="#f4f6fa" if info.total else "#fbeaea",
                                edgecolor="#9aa3b5", lw=0.7, gid=f"layer|{name}"))
-        ax.text(0.12, i, name, va="center", fontsize=7.5, family="monospace")
-        ax.text(3.0, i, layer_type(info), va="center", fontsize=6.5, color="#2457a6", style="italic")
-        ax.text(5.9, i, _param_text(info), va="center", ha="right", fontsize=6, color="#5b6272")
+        ax.text(left + 0.08, i, name, va="center", fontsize=7.5, family="monospace")
+        ax.text(type_x, i, layer_type(info), va="center", fontsize=6.5, color="#2457a6", style="italic")
+        ax.text(box_end - 0.08, i, _param_text(info), va="center", ha="right", fontsize=6, color="#5b6272")
         counts = {**info.groups, "gl": len(info.gl)}
         for kind, x in cols.items():
             c = counts[kind]
             if c:
-                ax.add_patch(Rectangle((x, i - 0.34), 0.9, 0.68, facecolor=KIND_COLOURS[kind], alpha=0.85, lw=0,
+                ax.add_patch(Rectangle((x, i - 0.34), 0.64, 0.68, facecolor=KIND_COLOURS[kind], alpha=0.85, lw=0,
                                        gid=f"count|{kind}|{name}|{c}"))
-                ax.text(x + 0.45, i, str(c), ha="center", va="center", fontsize=7, color="white", fontweight="bold")
+                ax.text(x + 0.32, i, str(c), ha="center", va="center", fontsize=7, color="white", fontweight="bold")
+
+    def bulge(a: int, b: int) -> float:
+        """arc3 radius keeping the arc's excursion (≈ rad·distance/2) inside the left margin."""
+        return min(0.8, 2 * (left - 0.35) / max(ROW_IN * abs(b - a), 1e-9))
+
     for name in names:
         for producer, c in layers[name].consumes_from.items():
             if producer not in y:
                 continue
             a, b = y[producer], y[name]
-            rad = 0.5 if abs(b - a) > 1 else 0.8
-            ax.add_patch(FancyArrowPatch((0, a), (0, b), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+            rad = bulge(a, b)
+            side = rad if b > a else -rad   # bulge into the left margin whichever way the link runs
+            ax.add_patch(FancyArrowPatch((left, a), (left, b), connectionstyle=f"arc3,rad={side}", arrowstyle="-|>",
                                          mutation_scale=7, color=KIND_COLOURS["rescale"], lw=1.0, alpha=0.8,
                                          gid=f"link|{producer}|{name}|{c}"))
-            ax.text(-0.25 - 0.35 * min(abs(b - a), 6) * rad, (a + b) / 2, str(c), fontsize=6, ha="right",
+            ax.text(left - rad * ROW_IN * abs(b - a) / 2 - 0.05, (a + b) / 2, str(c), fontsize=6, ha="right",
                     va="center", color=KIND_COLOURS["rescale"])
-    for name in names:
         for owner, c in layers[name].coupled_to.items():
-            if owner not in y:
-                continue
-            a, b = y[owner], y[name]
-            ax.add_patch(FancyArrowPatch((6.0, a), (6.0, b), connectionstyle="arc3,rad=-0.35", arrowstyle="-",
-                                         color="#8c6d31", lw=0.9, ls="--", alpha=0.8, gid=f"coupled|{owner}|{name}|{c}"))
-    ax.text(-2.3, -0.85, "rescale links\n(producer → consumer)", fontsize=7, color=KIND_COLOURS["rescale"], va="center")
+            if owner in y:
+                bend = -0.3 if y[name] > y[owner] else 0.3
+                ax.add_patch(FancyArrowPatch((box_end, y[owner]), (box_end, y[name]), connectionstyle=f"arc3,rad={bend}",
+                                             arrowstyle="-", color="#8c6d31", lw=0.9, ls="--", alpha=0.8,
+                                             gid=f"coupled|{owner}|{name}|{c}"))
+    ax.text(0.1, -0.85, "rescale links\n(producer → consumer)", fontsize=7, color=KIND_COLOURS["rescale"], va="center")
     if len(layers) > n:
-        ax.text(0, n - 0.1, f"… {len(layers) - n} more layers not drawn", fontsize=8, color="#5b6272")
+        ax.text(left, n - 0.1, f"… {len(layers) - n} more layers not drawn", fontsize=8, color="#5b6272")
     fig.suptitle(title, fontsize=10)
     return fig
 

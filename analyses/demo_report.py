@@ -41,7 +41,7 @@ def demo_document(runs: Sequence[DemoRun], out: Path) -> Document:
         Para("Each symmetry group's conserved quantity (column sums, squared channel norms, differences of squared "
              "norms) is measured every step and compared with the exact discrete law of PyTorch's SGD (a forecast from "
              "step 0) and with the paper's continuous law. Errors: max over steps, relative to the group's size."),
-        Table(header, rows, caption="*Symmetry breaking* is the drift the symmetry forbids, measured from the "
+        Table(header, rows, caption="Symmetry breaking is the drift the symmetry forbids, measured from the "
               "recorded ⟨ĝ, ξ⟩ (BN's ε, float32 round-off) on the same scale. Where it is as large as the continuous "
               "error (zero-initialised biases before BN, whose quantity is round-off), that error is the breaking "
               "showing, not the paper's modelling.")])

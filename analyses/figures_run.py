@@ -60,9 +60,10 @@ def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, eval
             if have_loss:
                 ax.plot(steps, losses, color="C0", lw=0.6, alpha=0.35, gid="train|minibatch_loss|",
                         label="minibatch loss (each step)")
-                w = max(1, len(losses) // 25)
-                ax.plot(steps, moving_average(losses, w), color="C0", lw=1.6, gid=f"train|loss_avg{w}|",
-                        label=f"mean of the last {w} steps")
+                w = max(5, len(losses) // 25)
+                if len(losses) >= 2 * w:
+                    ax.plot(steps, moving_average(losses, w), color="C0", lw=1.6, gid=f"train|loss_avg{w}|",
+                            label=f"mean of the last {w} steps")
             if test_loss:
                 x, y = np.array(test_loss).T
                 ax.plot(x, y, "o-", color="C3", ms=3.5, lw=1.1, gid="train|test_loss|", label="test loss")
@@ -79,7 +80,7 @@ def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, eval
             ax.set_ylabel("accuracy")
             ax.set_title("test accuracy (eval.jsonl)", fontsize=10)
         else:
-            ax.plot(steps[: len(lrs)], lrs, color="C1", lw=1.3, gid="train|lr|", label="learning rate η_n")
+            ax.plot(steps[: len(lrs)], lrs, color="C1", lw=1.3, gid="train|lr|", label=r"learning rate $\eta_n$")
             ax.set_ylabel("η")
             lr = np.asarray(lrs, dtype=float)
             if lr.min() > 0 and lr.max() / lr.min() > 20:

@@ -2,6 +2,12 @@
 
 Both take the objects' JSON (``Analysis.to_json()``, ``Evaluation.to_json()``), so they work on saved
 JSON as well, and both return a compact fragment (no figures: a notebook cell should render instantly).
+The module imports nothing from ``analyses`` (only the standard library and ``symmetry_engine.symmetry``),
+so the library's classes can call it without depending on the reporting layer's plotting stack:
+
+    def _repr_html_(self) -> str:          # on Analysis and on Evaluation
+        from analyses.html_repr import analysis_html   # evaluation_html for Evaluation
+        return analysis_html(self.to_json())
 """
 
 from __future__ import annotations
@@ -9,12 +15,44 @@ from __future__ import annotations
 import html
 from typing import Any, Mapping
 
+import math
+import re
+
 from symmetry_engine.symmetry import KINDS
 
-from .arch_report import layer_table
-from .natsort import natural_key, natsorted
-from .report_doc import fmt_value
-from .report_html import VERDICT_CLASSES
+VERDICT_CLASSES = {"holds": "v-holds", "approximate": "v-approx", "broken": "v-broken", "degenerate": "v-degen"}
+
+
+def natural_key(text: Any) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", str(text)) if p)
+
+
+def fmt_value(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return "0" if x == 0 else f"{x:.2e}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.4g}"
+    return str(x)
+
+
+def layer_counts(analysis: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """Per module (parameter-name prefix, in network order): groups owned per kind (at the module of the
+    first sign +1 member, as in the architecture report), rescale groups consumed, GL(r) pairs."""
+    mod = lambda p: p.rsplit(".", 1)[0] if "." in p else p  # noqa: E731
+    rows: dict[str, dict[str, int]] = {}
+    empty = lambda: {**{k: 0 for k in KINDS}, "consumer": 0, "gl": 0}  # noqa: E731
+    for p in analysis.get("parameters") or {}:
+        rows.setdefault(mod(p), empty())
+    for s in analysis.get("symmetries") or []:
+        plus = [mod(m["param"]) for m in s["members"] if m.get("sign", 1) > 0] or [mod(s["members"][0]["param"])]
+        rows.setdefault(plus[0], empty())[s["kind"]] += 1
+        for m in dict.fromkeys(mod(m["param"]) for m in s["members"] if m.get("sign", 1) < 0):
+            if m != plus[0]:
+                rows.setdefault(m, empty())["consumer"] += 1
+    for g in analysis.get("matrix_symmetries") or []:
+        first = g.get("first_weight") or ((g.get("members") or [{}])[0].get("param")) or "?"
+        rows.setdefault(mod(first), empty())["gl"] += 1
+    return rows
 
 _STYLE = ("<style>.nmech table{border-collapse:collapse;font-size:12px}.nmech th,.nmech td{border:1px solid #d6dae3;"
           "padding:2px 6px;text-align:left}.nmech td.num{text-align:right}.nmech th{background:#eef0f5}"
@@ -44,8 +82,8 @@ def analysis_html(analysis: Mapping[str, Any]) -> str:
     parts = [_STYLE, f'<div class="nmech"><b>Symmetries of {title}</b> (loss {html.escape(str(analysis.get("loss")))}): '
              + ", ".join(f"{counts.get(k, 0)} {k}" for k in KINDS)
              + (f", {len(analysis['matrix_symmetries'])} GL(r)" if analysis.get("matrix_symmetries") else "")]
-    rows = [[name, *[info.groups[k] for k in KINDS], sum(info.consumes_from.values()), len(info.gl)]
-            for name, info in natsorted(layer_table(analysis).items(), key=lambda kv: kv[0])]
+    rows = [[name, *[c[k] for k in KINDS], c["consumer"], c["gl"]]
+            for name, c in sorted(layer_counts(analysis).items(), key=lambda kv: natural_key(kv[0]))]
     parts.append(_table(["layer", *KINDS, "rescale (consumer)", "GL(r)"], rows))
     blocked = analysis.get("blocked") or {}
     if blocked:

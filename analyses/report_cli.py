@@ -24,6 +24,8 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", action="append", default=[], metavar="NAME",
                    help="layer Figure 5 (and the sweep figure) shows, per kind that has groups there; repeatable")
     p.add_argument("--channels", type=int, default=4, help="groups per Figure-5 panel (default 4)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write the run's per-layer quantities, laws and errors per step as TensorBoard scalars")
     g = p.add_argument_group("model reports (MODEL instead of a run)")
     g.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W")
     g.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
@@ -66,6 +68,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.channels < 1:
         raise CliError("--channels must be at least 1")
     what = classify(args.targets)
+    if args.tensorboard and what != "run":
+        raise CliError("--tensorboard writes one run's scalars; name a single run directory")
     if what == "model":
         path = _model_report(args)
     else:
@@ -78,6 +82,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             path = write_report(evs[0], args.out or Path(args.targets[0]) / "report", args.layer, args.channels)
             print(format_evaluation(evs[0]))
+            if args.tensorboard:
+                from .tensorboard_log import write_evaluation
+
+                n = write_evaluation(evs[0], args.tensorboard)
+                print(f"tensorboard: {n} scalars in {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
         else:
             from .report import write_sweep_report
 

@@ -89,13 +89,18 @@ def warnings_section(data: Mapping[str, Any], extra: Sequence[str] = ()) -> Sect
     return Section("Warnings", [Bullets(items)]) if items else None
 
 
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 def _range(d: Any) -> str:
+    """A hyperparameter over the run: ``0.1`` when constant, else ``first → last (range min … max)``."""
     if not isinstance(d, Mapping):
-        return "" if d is None else f"{d:g}" if isinstance(d, float) else str(d)
-    lo, hi = d.get("min"), d.get("max")
+        return "" if d is None else _num(d)
+    lo, hi, first, last = d.get("min"), d.get("max"), d.get("first"), d.get("last")
     if lo is None or hi is None or lo == hi:
-        return f"{d.get('first', lo):g}" if isinstance(d.get("first", lo), (int, float)) else str(d.get("first", lo))
-    return f"{d.get('first'):g} → {d.get('last'):g} (range {lo:g} … {hi:g})"
+        return _num(first if first is not None else lo)
+    return f"{_num(first)} → {_num(last)} (range {_num(lo)} … {_num(hi)})"
 
 
 def config_section(data: Mapping[str, Any], lrs: np.ndarray) -> Section:
@@ -200,7 +205,7 @@ def figure_sections(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequenc
     fig = training_figure(steps[: len(ev.losses)], ev.losses, ev.lrs, evals)
     if fig is not None:
         last = next((r for r in reversed(evals) if r.get("test_accuracy") is not None), None)
-        text = ("Left: the minibatch loss recorded at every step (faint) and its moving average; test loss at each "
+        text = ("Left: the minibatch loss recorded at every step (faint) and its moving average (on runs long enough for one); test loss at each "
                 "evaluation pass (eval.jsonl) as dots. Middle: test accuracy. Right: the learning rate the optimizer "
                 "used at each step (the laws use these per-step values).")
         if not np.isfinite(np.asarray(ev.losses, float)).any():

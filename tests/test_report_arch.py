@@ -112,3 +112,17 @@ def test_jupyter_renderers(vgg, tmp_path):
     data = contract_json(ev2, broken=["rescale:conv2[1]"])
     page = evaluation_html(data)
     assert 'class="v-broken">1 broken' in page and "rescale:conv2[1]" in page and "law max" in page
+
+
+def test_jupyter_counts_agree_with_the_architecture_report(vgg):
+    from analyses.html_repr import layer_counts
+
+    data = json.loads((vgg / "report.json").read_text())
+    counts = layer_counts(data["analysis"])
+    for row in data["layers"]:
+        assert {k: counts[row["layer"]][k] for k in row["groups"]} == row["groups"]
+        assert counts[row["layer"]]["consumer"] == sum(row["rescale_consumer_of"].values())
+    import subprocess
+    import sys
+    code = "import sys, analyses.html_repr; sys.exit(any(m.startswith(('matplotlib', 'analyses.report')) for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0   # light: no plotting stack imported
