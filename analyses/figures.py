@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
 
@@ -35,7 +35,7 @@ YLABEL = {"translation": r"$\langle\theta_A, \mathbf{1}\rangle$", "scale": r"$|\
           "rescale": r"$|\theta_{A_1}|^2-|\theta_{A_2}|^2$"}
 STYLE = {"measured": dict(lw=3.2, alpha=0.4, ls="-"), "exact": dict(lw=1.0, ls="-."),
          "law": dict(lw=1.3, ls="--"), "continuous": dict(lw=1.3, ls=":")}
-ROUNDOFF_STYLE = dict(color="0.25", lw=0.9, ls=(0, (1, 2.5)))
+ROUNDOFF_STYLE = dict(color="0.2", lw=0.8, ls="-", alpha=0.55)
 ROLE_LABEL = {"measured": "measured", "exact": "exact identity (recorded breaking as input)",
               "law": "symmetry's law (breaking = 0)", "continuous": "continuous law (paper)"}
 
@@ -49,20 +49,51 @@ def verdicts_by_key(data: Mapping[str, Any] | None) -> dict[str, str]:
     return out
 
 
-def pick_layer(kind: str, syms: Sequence[Symmetry], exclude: set[str] = frozenset()) -> str:
+def network_order(run_dir: str | Path | None) -> list[str]:
+    """Parameter names in the model's order (a state dict's key order), from the run's first checkpoint;
+    ``[]`` when there is none. Layer names alone do not say it (``classifier.0`` sorts before ``features.3``)."""
+    if run_dir is None:
+        return []
+    files = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"))
+    if not files:
+        return []
+    import torch
+
+    try:
+        ck = torch.load(files[0], map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: evaluate reports it; the figures fall back to natural order
+        return []
+    state = ck.get("model", ck) if isinstance(ck, dict) else {}
+    return [str(k) for k in state] if isinstance(state, dict) else []
+
+
+def order_layers(layers: Iterable[str], params: Sequence[str] = ()) -> list[str]:
+    """``layers`` in network order when ``params`` (parameter names in model order) places them, else in
+    natural order; a layer is placed at its first parameter (``features.3`` → ``features.3.weight``)."""
+    rank: dict[str, int] = {}
+    for i, p in enumerate(params):
+        parts = p.split(".")
+        for k in range(1, len(parts) + 1):
+            rank.setdefault(".".join(parts[:k]), i)
+    return sorted(set(layers), key=lambda l: (rank.get(l, len(params)), natural_key(l)))
+
+
+def pick_layer(kind: str, syms: Sequence[Symmetry], exclude: set[str] = frozenset(), params: Sequence[str] = ()) -> str:
     """The layer a panel shows by default: for translation the last layer whose groups are weight columns
-    (the final linear layer of a classifier); otherwise the layer with the most non-excluded groups
-    (the first in network order on ties). ``exclude`` holds group keys to leave out (degenerate ones)."""
+    (the final linear layer of a classifier); otherwise, among the layers with the most non-excluded groups,
+    the middle one in network order (``params``: parameter names in model order; natural order without).
+    ``exclude`` holds group keys to leave out (degenerate ones)."""
     usable = [s for s in syms if s.key not in exclude] or list(syms)
     if kind == "translation":
         cols = [s.layer for s in usable if any(m.axis == 1 for m in s.members)]
         if cols:
-            return cols[-1]
+            return order_layers(cols, params)[-1]
     counts: dict[str, int] = {}
-    for s in usable:  # insertion order = the analyzer's order, which follows the network
+    for s in usable:
         counts[s.layer] = counts.get(s.layer, 0) + 1
     best = max(counts.values())
-    return next(l for l, n in counts.items() if n == best)
+    tied = order_layers([l for l, n in counts.items() if n == best], params)
+    return tied[(len(tied) - 1) // 2]
 
 
 def pick_groups(series: Any, layer: str, k: int, exclude: set[str] = frozenset()) -> list[int]:
@@ -116,19 +147,21 @@ class PanelChoice:
     roles: list[str] = field(default_factory=list)
 
 
-def choose_panels(ev: Any, data: Mapping[str, Any] | None, layers: Sequence[str] = (), channels: int = 4
-                  ) -> list[PanelChoice]:
-    """Per kind present: the layer (the first of ``layers`` that has groups of the kind, else the
-    default of :func:`pick_layer`) and up to ``channels`` non-degenerate groups of it."""
+def choose_panels(ev: Any, data: Mapping[str, Any] | None, layers: Sequence[str] = (), channels: int = 4,
+                  params: Sequence[str] | None = None) -> list[PanelChoice]:
+    """Per kind present: the layer (the first of ``layers`` that has non-degenerate groups of the kind,
+    else the default of :func:`pick_layer`) and up to ``channels`` non-degenerate groups of it.
+    ``params`` is the model's parameter order (default: read from the run's first checkpoint)."""
     verdicts = verdicts_by_key(data)
     degenerate = {k for k, v in verdicts.items() if v == "degenerate"}
+    params = network_order(getattr(ev, "run_dir", None)) if params is None else params
     out = []
     for kind in KINDS:
         ser = ev.series.get(kind)
         if ser is None or not ser.symmetries:
             continue
-        have = {s.layer for s in ser.symmetries}
-        layer = next((l for l in layers if l in have), None) or pick_layer(kind, ser.symmetries, degenerate)
+        have = {s.layer for s in ser.symmetries if s.key not in degenerate}
+        layer = next((l for l in layers if l in have), None) or pick_layer(kind, ser.symmetries, degenerate, params)
         idx = pick_groups(ser, layer, channels, degenerate)
         if not idx:
             continue
@@ -194,5 +227,5 @@ def lines_by_gid(fig: MplFigure) -> dict[str, Any]:
     return {ln.get_gid(): ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid()}
 
 
-__all__ = ["pick_layer", "pick_groups", "choose_panels", "conservation_figure", "PanelChoice", "save_figure",
+__all__ = ["pick_layer", "pick_groups", "network_order", "order_layers", "choose_panels", "conservation_figure", "PanelChoice", "save_figure",
            "lines_by_gid", "verdicts_by_key", "predictions", "residual", "group_norm"]

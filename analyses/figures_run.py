@@ -22,8 +22,7 @@ from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
 from symmetry_engine.symmetry import Symmetry  # noqa: E402
 
-from .figures import YLABEL, verdicts_by_key  # noqa: E402
-from .natsort import natsorted  # noqa: E402
+from .figures import YLABEL, order_layers, verdicts_by_key  # noqa: E402
 
 
 # -- training curves ----------------------------------------------------------------------------------
@@ -150,10 +149,11 @@ def checkpoint_samples(run_dir: str | Path, params: Mapping[str, str], count: in
                            "checkpoints") for layer in params}
 
 
-def figure1_layers(series: Any, data: Mapping[str, Any] | None, k: int = 4) -> list[str]:
-    """Up to ``k`` layers of the kind spread over depth (natural order), skipping all-degenerate layers."""
+def figure1_layers(series: Any, data: Mapping[str, Any] | None, k: int = 4, params: Sequence[str] = ()) -> list[str]:
+    """Up to ``k`` layers of the kind spread over depth (network order given ``params``, the model's
+    parameter names in order; natural order without), skipping all-degenerate layers."""
     deg = {key for key, v in verdicts_by_key(data).items() if v == "degenerate"}
-    layers = natsorted({s.layer for s in series.symmetries if s.key not in deg})
+    layers = order_layers({s.layer for s in series.symmetries if s.key not in deg}, params)
     if len(layers) <= k:
         return layers
     return [layers[int(round(i))] for i in np.linspace(0, len(layers) - 1, k)]

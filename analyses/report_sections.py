@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .figures import choose_panels, conservation_figure, save_figure
+from .figures import choose_panels, conservation_figure, network_order, save_figure
 from .figures_run import (angular_figure, checkpoint_samples, figure1_layers, sample_param, trajectories_figure,
                           training_figure)
 from .natsort import natural_key, natsorted
@@ -214,7 +214,8 @@ def figure_sections(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequenc
             text += f" Final test accuracy {float(last['test_accuracy']):.3f} at step {int(float(last['step']))}."
         sections.append(Section("Training", [Figure(save_figure(fig, out / "training.png"), "Training curves", text)]))
     unit = (data.get("thresholds") or {}).get("unit_roundoff") or UNIT_ROUNDOFF.get(str(data.get("dtype")))
-    panels = choose_panels(ev, data, layers, channels)
+    params = network_order(ev.run_dir)
+    panels = choose_panels(ev, data, layers, channels, params)
     fig = conservation_figure(ev, panels, unit)
     if fig is not None:
         has_law = any("law" in p.roles for p in panels)
@@ -224,7 +225,7 @@ def figure_sections(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequenc
     kind = "scale" if "scale" in ev.series else "rescale" if "rescale" in ev.series else None
     if kind is not None:
         ser = ev.series[kind]
-        f1_layers = figure1_layers(ser, data)
+        f1_layers = figure1_layers(ser, data, params=params)
         params = {l: sample_param([s for s in ser.symmetries if s.layer == l]) for l in f1_layers}
         samples = checkpoint_samples(ev.run_dir, params)
         fig = trajectories_figure(ev, kind, f1_layers, samples, data)

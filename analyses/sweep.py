@@ -20,8 +20,8 @@ from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
 from symmetry_engine.symmetry import KINDS  # noqa: E402
 
-from .figures import (STYLE, TITLES, YLABEL, group_norm, pick_groups, pick_layer, predictions, residual,  # noqa: E402
-                      save_figure, verdicts_by_key)
+from .figures import (STYLE, TITLES, YLABEL, group_norm, network_order, pick_groups, pick_layer,  # noqa: E402
+                      predictions, residual, save_figure, verdicts_by_key)
 from .report_doc import Document, Figure, Para, Section, Table  # noqa: E402
 from .run_info import differing, hyperparameters, read_eval_log, run_label  # noqa: E402
 
@@ -50,7 +50,7 @@ def common_group(evs: Sequence[Any], datas: Sequence[Mapping[str, Any]], kind: s
     first = sers[0]
     have = {s.layer for s in first.symmetries if s.key in shared}
     layer = next((l for l in layers if l in have), None) or pick_layer(
-        kind, [s for s in first.symmetries if s.key in shared])
+        kind, [s for s in first.symmetries if s.key in shared], params=network_order(evs[0].run_dir))
     idx = [j for j in pick_groups(first, layer, 10**9, degenerate) if first.symmetries[j].key in shared]
     return first.symmetries[idx[len(idx) // 2]].key if idx else None
 

@@ -275,3 +275,18 @@ def test_cli_report_run_and_bad_targets(toy, tmp_path, capsys):
         assert main(["report", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
+
+
+def test_network_order_beats_name_order(toy):
+    from analyses.figures import network_order, order_layers
+
+    _, ev = toy
+    params = network_order(ev.run_dir)
+    assert params[:3] == ["conv1.weight", "conv1.bias", "bn.weight"]   # the toy's state_dict order
+    assert order_layers(["fc", "conv2", "bn", "conv1"], params) == ["conv1", "bn", "conv2", "fc"]
+    assert order_layers(["features.10", "classifier.0", "features.3"]) == ["classifier.0", "features.3", "features.10"]
+    vgg = ["features.0.weight", "features.3.weight", "features.10.weight", "classifier.0.weight", "classifier.2.weight"]
+    syms = [Symmetry("rescale", (Member(f"{l}.weight", 0, (c,)),), l, c)
+            for l in ("classifier.0", "classifier.2", "features.3", "features.10") for c in range(4)]
+    assert pick_layer("rescale", syms, params=vgg) == "features.10"   # the middle of the tied layers, by depth
+    assert pick_layer("rescale", syms) == "classifier.2"                # without the order: middle in natural order
