@@ -337,9 +337,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 when any symmetry group is broken")
     p.set_defaults(func=_lazy("cmd_evaluate"))
 
-    p = sub.add_parser("report", help="evaluate a run and write a Markdown report with figures")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (run.json, stats.bin, checkpoints/)")
-    p.add_argument("--out", default=None, help="report directory (default: RUN_DIR/report)")
+    p = sub.add_parser("report", help="HTML + Markdown report of a run, of several runs side by side, or of a model")
+    from analyses.report_cli import add_report_arguments
+
+    add_report_arguments(p)
     p.set_defaults(func=_lazy("cmd_report"))
 
     p = sub.add_parser("figures", help="the paper's Figures 3 and 4 (geometries; modified dynamics on a quadratic)")

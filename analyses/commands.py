@@ -97,16 +97,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analyses.report import write_report
-    from symmetry_engine.numeric.evaluate import evaluate_run
+    from analyses.report_cli import cmd_report as run
 
-    out = Path(args.out or Path(args.run_dir) / "report")
-    with _report_lock(args.run_dir, out):
-        ev = evaluate_run(args.run_dir)
-        path = write_report(ev, out)
-    print(format_evaluation(ev))
-    print(f"report: {path}")
-    return 0
+    return run(args)
 
 
 def _report_lock(run_dir, out: Path):
@@ -129,14 +122,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train VGG-16 with and without BN on digits, evaluate both against theory, write one report."""
-    from analyses.report import write_report
+    from analyses.demo_report import DemoRun, demo_document
+    from analyses.report import evaluation_json, write_document, write_report
     from model_zoo.presets import preset
     from model_zoo.training import TrainConfig, train
     from symmetry_engine.numeric.evaluate import evaluate_run
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, sections = [], []
+    runs = []
     for name, title in (("digits-small", "VGG-16 with batch norm"), ("digits-small-nobn", "VGG-16 without batch norm")):
         fields = preset(name)
         fields["model_kwargs"]["width"] = args.width
@@ -150,26 +144,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ev = evaluate_run(result.out_dir)
             report = write_report(ev, result.out_dir / "report")
         print(format_evaluation(ev), flush=True)
-        for kind, s in ev.summary.items():
-            rows.append(f"| {title} | {kind} | {s['groups']} | {s['exact']['max']:.2e} | {s['continuous']['max']:.2e} "
-                        f"| {s['breaking']['max']:.2e} |")
-        acc = "n/a" if result.test_accuracy is None else f"{result.test_accuracy:.3f}"
-        sections.append(f"## {title}\n\nRun `{result.out_dir}`; test accuracy {acc}; "
-                        f"[full report]({report.relative_to(out)})\n\n"
-                        f"![conservation laws]({(report.parent / 'conservation.png').relative_to(out)})\n")
-    md = out / "report.md"
-    md.write_text("\n".join([
-        "# neural-mechanics demo: VGG-16 on digits, measured against theory", "",
-        "Each symmetry group's conserved quantity (column sums, squared channel norms, differences of squared norms)",
-        "is measured every step and compared with the exact discrete law of PyTorch's SGD (forecast from step 0)",
-        "and with the paper's continuous law. Errors: max over steps, relative to the group's size.", "",
-        "| run | kind | groups | exact law, max rel. error | continuous law, max rel. error | symmetry breaking, max |",
-        "|---|---|---|---|---|---|", *rows, "",
-        "*Symmetry breaking* is the drift the symmetry forbids, measured from the recorded ⟨ĝ, ξ⟩ (BN's ε, float32 "
-        "round-off) on the same scale. The exact law includes it. The continuous law assumes it is zero, so where "
-        "breaking is as large as the continuous error (the zero-initialised biases before BN, whose quantity is "
-        "round-off), that error is the symmetry breaking showing, not the paper's modelling.", "", *sections, "Re-run: `make demo` (or `nmech demo --out DIR --steps N --width W`).", ""]))
+        runs.append(DemoRun(title, result.out_dir, report, evaluation_json(ev), result.test_accuracy))
+    md = write_document(demo_document(runs, out), out, {"format": "nmech-demo-report/1",
+                                                        "runs": [{"title": r.title, "run_dir": str(r.run_dir),
+                                                                  "report": str(r.report)} for r in runs]})
     print(f"report: {md}")
+    print(f"html report: {md.with_suffix('.html')}")
     return 0
 
 

@@ -1,165 +1,231 @@
-"""Figures for an evaluated run, in the style of the paper's Figures 1 and 5.
+"""Figure 5 of the paper for an evaluated run: conserved quantities, their predictions and residuals.
 
-Figure 5 (``conservation.png``) puts theory on top of measurement for one layer per kind: column sums of
-the final linear layer (translation), squared channel norms of a normalised layer (scale), differences of
-squared channel norms across a homogeneous activation (rescale). Measured curves are thick and coloured,
-the exact discrete law is dashed and the paper's continuous law dotted in the same colour, so an exact law
-that matches hides nothing and a drifting continuous law is visible. Panels of kinds the run lacks are left
-out. Figure 1 (``trajectories.png``) contrasts noisy individual weights (from checkpoints when there are a
-few; otherwise the loss) with the smooth per-channel norms of the same layer.
+Per symmetry kind (one column each) and one chosen layer, a few channels: the measured quantity (thick,
+translucent), the symmetry's own law (dashed; the exact discrete law when the evaluation has no separate
+law series), and the paper's continuous law (dotted), each channel in its own colour. Under each panel a
+residual panel shows |measured − predicted| / norm on a log scale for every prediction, so curves that lie
+on top of each other in the upper panel are told apart by their accuracy: the exact law sits at the
+dtype's round-off, the continuous law carries its O(ηλ) modelling error. Degenerate groups (gradient and
+quantity at round-off, e.g. zero-initialised biases before batch norm) are never picked.
+
+Every plotted line carries a ``gid`` ``"<kind>|<role>|<group key>"`` so tests read the data back from the
+matplotlib objects and compare it with the evaluation it came from.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
-from symmetry_engine.numeric.evaluate import Evaluation, KindSeries  # noqa: E402
-from symmetry_engine.symmetry import Symmetry  # noqa: E402
+from symmetry_engine.symmetry import KINDS, Symmetry  # noqa: E402
+
+from .natsort import natural_key  # noqa: E402
 
 TITLES = {"translation": "translation: column sums", "scale": "scale: squared channel norms",
           "rescale": "rescale: difference of squared norms"}
-YLABEL = {"translation": r"$\langle\theta_A, 1\rangle$", "scale": r"$|\theta_A|^2$",
+YLABEL = {"translation": r"$\langle\theta_A, \mathbf{1}\rangle$", "scale": r"$|\theta_A|^2$",
           "rescale": r"$|\theta_{A_1}|^2-|\theta_{A_2}|^2$"}
+STYLE = {"measured": dict(lw=3.2, alpha=0.4, ls="-"), "exact": dict(lw=1.0, ls="-."),
+         "law": dict(lw=1.3, ls="--"), "continuous": dict(lw=1.3, ls=":")}
+ROUNDOFF_STYLE = dict(color="0.2", lw=0.8, ls="-", alpha=0.55)
+ROLE_LABEL = {"measured": "measured", "exact": "exact identity (recorded breaking as input)",
+              "law": "symmetry's law (breaking = 0)", "continuous": "continuous law (paper)"}
 
 
-def pick_layer(kind: str, syms: Sequence[Symmetry]) -> str:
-    """The layer a panel shows: for translation the last layer whose groups are weight columns (the
-    final linear layer of a classifier); otherwise the layer with the most groups (first on ties)."""
+def verdicts_by_key(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """Group key → verdict from an evaluation JSON (empty when the evaluation has no verdicts)."""
+    out = {}
+    for g in (data or {}).get("groups") or []:
+        if g.get("verdict"):
+            out[str(g["key"])] = str(g["verdict"])
+    return out
+
+
+def network_order(run_dir: str | Path | None) -> list[str]:
+    """Parameter names in the model's order (a state dict's key order), from the run's first checkpoint;
+    ``[]`` when there is none. Layer names alone do not say it (``classifier.0`` sorts before ``features.3``)."""
+    if run_dir is None:
+        return []
+    files = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"))
+    if not files:
+        return []
+    import torch
+
+    try:
+        ck = torch.load(files[0], map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: evaluate reports it; the figures fall back to natural order
+        return []
+    state = ck.get("model", ck) if isinstance(ck, dict) else {}
+    return [str(k) for k in state] if isinstance(state, dict) else []
+
+
+def order_layers(layers: Iterable[str], params: Sequence[str] = ()) -> list[str]:
+    """``layers`` in network order when ``params`` (parameter names in model order) places them, else in
+    natural order; a layer is placed at its first parameter (``features.3`` → ``features.3.weight``)."""
+    rank: dict[str, int] = {}
+    for i, p in enumerate(params):
+        parts = p.split(".")
+        for k in range(1, len(parts) + 1):
+            rank.setdefault(".".join(parts[:k]), i)
+    return sorted(set(layers), key=lambda l: (rank.get(l, len(params)), natural_key(l)))
+
+
+def pick_layer(kind: str, syms: Sequence[Symmetry], exclude: set[str] = frozenset(), params: Sequence[str] = ()) -> str:
+    """The layer a panel shows by default: for translation the last layer whose groups are weight columns
+    (the final linear layer of a classifier); otherwise, among the layers with the most non-excluded groups,
+    the middle one in network order (``params``: parameter names in model order; natural order without).
+    ``exclude`` holds group keys to leave out (degenerate ones)."""
+    usable = [s for s in syms if s.key not in exclude] or list(syms)
     if kind == "translation":
-        cols = [s.layer for s in syms if any(m.axis == 1 for m in s.members)]
+        cols = [s.layer for s in usable if any(m.axis == 1 for m in s.members)]
         if cols:
-            return cols[-1]
+            return order_layers(cols, params)[-1]
     counts: dict[str, int] = {}
-    for s in syms:
+    for s in usable:
         counts[s.layer] = counts.get(s.layer, 0) + 1
-    return max(counts, key=lambda k: counts[k])
+    best = max(counts.values())
+    tied = order_layers([l for l, n in counts.items() if n == best], params)
+    return tied[(len(tied) - 1) // 2]
 
 
-def pick_groups(series: KindSeries, layer: str, k: int) -> list[int]:
-    """Up to ``k`` groups of ``layer`` spread evenly over its channels (indices into the kind)."""
-    idx = [j for j, s in enumerate(series.symmetries) if s.layer == layer]
+def pick_groups(series: Any, layer: str, k: int, exclude: set[str] = frozenset()) -> list[int]:
+    """Up to ``k`` groups of ``layer`` spread evenly over its channels (indices into the kind's series),
+    leaving out groups whose key is in ``exclude``; channels in natural order."""
+    idx = [j for j, s in enumerate(series.symmetries) if s.layer == layer and s.key not in exclude]
+    idx = sorted(idx, key=lambda j: (natural_key(series.symmetries[j].channel), j))
     if len(idx) <= k:
         return idx
     return [idx[int(round(i))] for i in np.linspace(0, len(idx) - 1, k)]
 
 
-def plot_conservation(ev: Evaluation, path: Path, groups_per_panel: int = 4) -> Path | None:
-    """Figure-5-style panels (one per kind present); returns the path, or None if the run has no groups."""
-    kinds = [k for k in ("translation", "scale", "rescale") if k in ev.series]
-    if not kinds:
+def group_norm(series: Any) -> np.ndarray:
+    """Per group the normaliser of the errors: max over steps of the group's size ([G])."""
+    norm = np.asarray(series.norm, dtype=float)
+    return norm.max(axis=0) if norm.ndim == 2 else norm
+
+
+def predictions(series: Any) -> dict[str, np.ndarray]:
+    """The prediction series an evaluation carries, by role: exact, law (when separate), continuous."""
+    out = {"exact": np.asarray(series.exact, dtype=float)}
+    law = getattr(series, "law", None)
+    if law is not None:
+        out["law"] = np.asarray(law, dtype=float)
+    out["continuous"] = np.asarray(series.continuous, dtype=float)
+    return out
+
+
+def residual(measured: np.ndarray, predicted: np.ndarray, norm: float) -> np.ndarray:
+    """|measured − predicted| / norm with exact zeros as NaN (a log axis cannot show 0; step 0 is 0)."""
+    r = np.abs(np.asarray(measured, float) - np.asarray(predicted, float)) / max(float(norm), 1e-300)
+    return np.where(r > 0, r, np.nan)
+
+
+def channel_label(sym: Symmetry, kind: str) -> str:
+    if sym.channel is None:
+        return sym.layer.rsplit(".", 1)[-1] if kind == "translation" else sym.key
+    column = kind == "translation" and any(m.axis == 1 for m in sym.members)
+    return f"{'column' if column else 'channel'} {sym.channel}"
+
+
+@dataclass
+class PanelChoice:
+    """What one Figure-5 column shows (for captions and tests)."""
+
+    kind: str
+    layer: str
+    groups: list[int]
+    keys: list[str]
+    left_out_degenerate: int = 0
+    roles: list[str] = field(default_factory=list)
+
+
+def choose_panels(ev: Any, data: Mapping[str, Any] | None, layers: Sequence[str] = (), channels: int = 4,
+                  params: Sequence[str] | None = None) -> list[PanelChoice]:
+    """Per kind present: the layer (the first of ``layers`` that has non-degenerate groups of the kind,
+    else the default of :func:`pick_layer`) and up to ``channels`` non-degenerate groups of it.
+    ``params`` is the model's parameter order (default: read from the run's first checkpoint)."""
+    verdicts = verdicts_by_key(data)
+    degenerate = {k for k, v in verdicts.items() if v == "degenerate"}
+    params = network_order(getattr(ev, "run_dir", None)) if params is None else params
+    out = []
+    for kind in KINDS:
+        ser = ev.series.get(kind)
+        if ser is None or not ser.symmetries:
+            continue
+        have = {s.layer for s in ser.symmetries if s.key not in degenerate}
+        layer = next((l for l in layers if l in have), None) or pick_layer(kind, ser.symmetries, degenerate, params)
+        idx = pick_groups(ser, layer, channels, degenerate)
+        if not idx:
+            continue
+        left = sum(1 for s in ser.symmetries if s.layer == layer and s.key in degenerate)
+        out.append(PanelChoice(kind, layer, idx, [ser.symmetries[j].key for j in idx], left,
+                               ["measured", *predictions(ser)]))
+    return out
+
+
+def conservation_figure(ev: Any, panels: Sequence[PanelChoice], unit_roundoff: float | None = None) -> MplFigure | None:
+    """Figure 5 with residual panels (see the module docstring); None when there is nothing to show."""
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.6), squeeze=False)
-    steps = ev.steps
-    for ax, kind in zip(axes[0], kinds):
-        ser = ev.series[kind]
-        layer = pick_layer(kind, ser.symmetries)
-        for c, j in enumerate(pick_groups(ser, layer, groups_per_panel)):
-            colour = f"C{c}"
-            ch = ser.symmetries[j].channel
-            ax.plot(steps, ser.measured[:, j], color=colour, lw=3, alpha=0.45,
-                    label=f"{'channel' if kind != 'translation' else 'group'} {ch if ch is not None else j}")
-            ax.plot(steps, ser.exact[:, j], color=colour, lw=1.2, ls="--")
-            ax.plot(steps, ser.continuous[:, j], color=colour, lw=1.2, ls=":")
-        ax.set_title(f"{TITLES[kind]}\n{layer}", fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel(YLABEL[kind])
-        ax.legend(fontsize=7, loc="best")
-    handles = [plt.Line2D([], [], color="grey", lw=3, alpha=0.45), plt.Line2D([], [], color="grey", ls="--"),
-               plt.Line2D([], [], color="grey", ls=":")]
-    fig.legend(handles, ["measured", "exact discrete law", "continuous law (paper)"], loc="lower center",
-               ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.0 * len(panels), 6.4), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [2.1, 1.25]})
+    steps = np.asarray(ev.steps)
+    for col, p in enumerate(panels):
+        ser = ev.series[p.kind]
+        top, bottom = axes[0, col], axes[1, col]
+        preds = predictions(ser)
+        norms = group_norm(ser)
+        for c, j in enumerate(p.groups):
+            colour, key = f"C{c}", ser.symmetries[j].key
+            top.plot(steps, ser.measured[:, j], color=colour, gid=f"{p.kind}|measured|{key}",
+                     label=channel_label(ser.symmetries[j], p.kind), **STYLE["measured"])
+            for role, arr in preds.items():
+                if role == "exact" and "law" in preds:
+                    continue  # the identity sits on the measurement; its residual is shown below
+                top.plot(steps, arr[:, j], color=colour, gid=f"{p.kind}|{role}|{key}", **STYLE[role])
+            for role, arr in preds.items():
+                bottom.plot(steps, residual(ser.measured[:, j], arr[:, j], norms[j]), color=colour,
+                            gid=f"{p.kind}|residual-{role}|{key}", **{**STYLE[role], "lw": 1.0, "alpha": 0.9})
+        top.set_title(f"{TITLES[p.kind]}\nlayer {p.layer}", fontsize=10)
+        top.set_ylabel(YLABEL[p.kind])
+        top.legend(fontsize=7, loc="best", title="measured", title_fontsize=7)
+        bottom.set_yscale("log")
+        if unit_roundoff:
+            bottom.axhline(unit_roundoff, **ROUNDOFF_STYLE, gid=f"{p.kind}|roundoff|")
+        bottom.set_xlabel("step")
+        bottom.set_ylabel("|measured − predicted| / norm", fontsize=8)
+        bottom.grid(True, which="major", axis="y", lw=0.4, alpha=0.5)
+    roles = [r for r in ("measured", "exact", "law", "continuous") if any(r in p.roles for p in panels)]
+    handles = [plt.Line2D([], [], color="0.3", **STYLE[r]) for r in roles]
+    labels = [ROLE_LABEL[r] for r in roles]
+    if unit_roundoff:
+        handles.append(plt.Line2D([], [], **ROUNDOFF_STYLE))
+        labels.append(f"unit round-off of the run's dtype ({unit_roundoff:.1e})")
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def save_figure(fig: MplFigure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG and release it."""
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
 
-def _checkpoint_weights(ev: Evaluation, sym: Symmetry, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A few individual entries of ``sym``'s first member across the run's checkpoints (≥ 3 needed)."""
-    files = sorted(Path(ev.run_dir, "checkpoints").glob("step_*.pt"))
-    if len(files) < 3:
-        return None
-    import torch  # only needed when checkpoints are plotted
-
-    steps, values = [], []
-    m = sym.members[0]
-    for f in files:
-        try:
-            ck = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged checkpoint is reported by evaluate; the figure falls back to the loss
-            return None
-        state = ck.get("model", ck) if isinstance(ck, dict) else {}
-        if m.param not in state:
-            return None
-        t = state[m.param].detach().double()
-        values.append(t[m.index(t.dim())].reshape(-1)[:count].numpy())
-        steps.append(int(ck.get("step", len(steps))))
-    return np.asarray(steps), np.stack(values)
+def lines_by_gid(fig: MplFigure) -> dict[str, Any]:
+    """Every line of ``fig`` that carries a gid, by gid (how tests read plotted data back)."""
+    return {ln.get_gid(): ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid()}
 
 
-def plot_trajectories(ev: Evaluation, path: Path) -> Path | None:
-    """Figure-1-style: noisy weights (or loss) on the left, smooth per-channel norms on the right."""
-    kind = "scale" if "scale" in ev.series else "rescale" if "rescale" in ev.series else None
-    if kind is None:
-        return None
-    ser = ev.series[kind]
-    layer = pick_layer(kind, ser.symmetries)
-    idx = [j for j, s in enumerate(ser.symmetries) if s.layer == layer]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
-    weights = _checkpoint_weights(ev, ser.symmetries[idx[0]], 6)
-    if weights is not None:
-        left.plot(weights[0], weights[1], marker=".", lw=1)
-        left.set_title(f"individual parameters of {layer} (checkpoints)", fontsize=10)
-        left.set_ylabel("value")
-    else:
-        left.plot(np.arange(ev.T), ev.losses, lw=1, color="C3")
-        left.set_title("minibatch loss", fontsize=10)
-        left.set_ylabel("loss")
-    left.set_xlabel("step")
-    N = ser.measured[:, idx]
-    N0 = np.where(np.abs(N[0]) > 0, np.abs(N[0]), 1.0)
-    right.plot(ev.steps, N / N0, lw=1)
-    right.set_title(f"{kind} quantity per channel of {layer} (÷ |initial|)", fontsize=10)
-    right.set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_angular(ev: Evaluation, path: Path) -> Path | None:
-    """Angular update per step of the scale groups (median and 10–90% band) against √(2ηλ/(1+β))."""
-    if ev.angular is None:
-        return None
-    a = ev.angular
-    steps = np.arange(a.angles.shape[0])
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    lo, med, hi = np.percentile(a.angles, [10, 50, 90], axis=1)
-    ax.fill_between(steps, lo, hi, color="tab:blue", alpha=0.25, lw=0, label="scale groups, 10–90%")
-    ax.plot(steps, med, color="tab:blue", lw=1.2, label="median")
-    ax.plot(steps, a.predicted, "k--", lw=1.2, label=r"equilibrium $\sqrt{2\eta\lambda/(1+\beta)}$")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("angular update per step (rad)")
-    ax.set_title(f"spherical motion (equilibrium after ~{a.relaxation_steps:.0f} steps)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def write_figures(ev: Evaluation, out_dir: Path) -> list[Path]:
-    """Write every figure that applies to this run into ``out_dir``; returns their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    made = [plot_conservation(ev, out_dir / "conservation.png"), plot_trajectories(ev, out_dir / "trajectories.png"),
-            plot_angular(ev, out_dir / "angular_update.png")]
-    return [p for p in made if p is not None]
+__all__ = ["pick_layer", "pick_groups", "network_order", "order_layers", "choose_panels", "conservation_figure", "PanelChoice", "save_figure",
+           "lines_by_gid", "verdicts_by_key", "predictions", "residual", "group_norm"]

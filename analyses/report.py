@@ -1,127 +1,101 @@
-"""Markdown + JSON report of an evaluated run (``report.md``, ``report.json`` and the figures).
+"""Run report: ``report.md``, ``report.html`` (self-contained), ``report.json`` and the figures' PNGs.
 
-The Markdown is for a person deciding whether a run obeys the theory: one summary table per kind, a
-per-layer table, the optimizer the laws were evaluated for, the checkpoint cross-check, anything that
-limits the comparison (crash, divergence, unsupported optimizer), and how to reproduce it. The JSON holds
-the same numbers for programs (``Evaluation.to_json()`` plus the figure names).
+The report is for a person deciding whether a run obeys the theory and for the colleagues they show it
+to: verdicts and warnings first, then the configuration, training curves, the paper's Figures 5 and 1,
+tables per kind and per layer, the laws as formulas, the checkpoint cross-check and how to re-run it.
+The JSON holds the same numbers for programs (the evaluation JSON plus the figure names).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-from symmetry_engine.numeric.evaluate import Evaluation
 from symmetry_engine.numeric.runfile import write_json_atomic
 
-from .figures import write_figures
-
-_ERR_DOC = ("Errors are max over steps of |measured − predicted| divided by the max over steps of the group's "
-            "size (Σ|θ| over the slices for translation, Σ|θ|² over all slices for scale and rescale).")
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "n/a"
-        return f"{x:.2e}" if x != 0 else "0"
-    return str(x)
+from .report_doc import Document, to_markdown
+from .report_html import to_html
+from .report_sections import run_document
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
-    return lines
+def evaluation_json(ev: Any) -> dict[str, Any]:
+    """The evaluation's JSON (``Evaluation.to_json()``), with the training config from run.json when the
+    evaluation does not carry it itself."""
+    data = ev.to_json()
+    if data.get("train") is None and isinstance(getattr(ev, "meta", None), Mapping):
+        data["train"] = ev.meta.get("train")
+    return data
 
 
-def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
-    """The text of report.md for ``ev`` (figures are linked by file name)."""
-    meta, opt = ev.meta, ev.optimizer
-    model = meta.get("model") or {}
-    lines = [f"# Run report: `{ev.run_dir}`", ""]
-    lines.append(f"{ev.T} optimizer steps{'' if meta.get('closed') else ' (run not closed)'}, "
-                 f"{sum(s['groups'] for s in ev.summary.values())} symmetry groups, dtype {meta.get('dtype')}, "
-                 f"device {meta.get('device')}" + (f", model `{model.get('spec')}`" if model.get("spec") else "") + ".")
-    lines.append("")
-    if ev.warnings or ev.prediction_errors:
-        lines += ["## Warnings", ""]
-        lines += [f"- {w}" for w in ev.warnings]
-        lines += [f"- prediction unavailable for {k}: {v}" for k, v in ev.prediction_errors.items()]
-        lines.append("")
-    lines += ["## Conservation laws per kind", "", _ERR_DOC, ""]
-    lines += _table(["kind", "groups", "exact max", "exact median", "continuous max", "continuous median",
-                     "breaking max"],
-                    [(k, s["groups"], s["exact"]["max"], s["exact"]["median"], s["continuous"]["max"],
-                      s["continuous"]["median"], s.get("breaking", {}).get("max")) for k, s in ev.summary.items()])
-    lines += ["", "The exact law is the discrete-time law of the optimizer's update rule (float64 runs match it to "
-              "rounding); the continuous law is the paper's gradient-flow / modified-flow prediction. "
-              "*Breaking* is the drift the symmetry forbids, from the recorded ⟨ĝ, ξ⟩ (BN's ε, float32 round-off), "
-              "on the same scale: the exact law includes it, the continuous law assumes it is zero, so a continuous "
-              "error no larger than it is symmetry breaking rather than modelling error.", ""]
-    degenerate = [g for g in ev.groups if g.err_continuous == g.err_continuous and g.breaking >= 0.1 * g.err_continuous > 0]
-    if degenerate:
-        worst = max(degenerate, key=lambda g: g.err_continuous)
-        lines += [f"{len(degenerate)} groups have a continuous error mostly explained by symmetry breaking "
-                  f"(breaking ≥ 10% of it), e.g. `{worst.key}`: continuous error {worst.err_continuous:.2e}, breaking "
-                  f"{worst.breaking:.2e}, group size {worst.norm:.2e} (a quantity that sits at round-off level "
-                  "makes relative errors large).", ""]
-    if ev.angular is not None:
-        a = ev.angular
-        k = max(1, ev.T // 10)
-        lines += ["## Spherical motion of scale-invariant groups", "",
-                  f"Angle turned per step by the scale groups, from the logged statistics: median over groups of the "
-                  f"mean over the last {k} steps {float(np.median(a.angles[-k:].mean(axis=0))):.3e} rad; the "
-                  f"equilibrium prediction √(2ηλ/(1+β)) there is {float(a.predicted[-k:].mean()):.3e} rad "
-                  f"(median ratio {float(np.median(a.tail_ratio())):.2f}). The norms relax to equilibrium over "
-                  f"~{a.relaxation_steps:.0f} steps, so a shorter run shows the approach, not the equilibrium.", ""]
-    lines += ["## Per layer", ""]
-    lines += _table(["kind", "layer", "groups", "exact max", "exact median", "continuous max", "continuous median"],
-                    [(r["kind"], f"`{r['layer']}`", r["groups"], r["exact"]["max"], r["exact"]["median"],
-                      r["continuous"]["max"], r["continuous"]["median"]) for r in ev.layers])
-    lines += ["", "## Optimizer", ""]
-    lines += _table(["rule", "lr (initial)", "momentum", "dampening", "nesterov", "weight decay", "decoupled"],
-                    [(opt.get("rule"), opt.get("lr"), opt.get("momentum"), opt.get("dampening"), opt.get("nesterov"),
-                      opt.get("weight_decay"), opt.get("decoupled_weight_decay"))])
-    if len(ev.lrs):
-        lines += ["", f"Learning rate over the run: {float(ev.lrs.min()):.4g} … {float(ev.lrs.max()):.4g} "
-                      "(the recorded per-step values are used)."]
-    lines += ["", "## Checkpoint cross-check", ""]
-    if ev.checkpoints:
-        lines += ["Quantities recomputed from each checkpoint's weights against the log at that step "
-                  "(max relative error over groups).", ""]
-        kinds = list(ev.summary)
-        lines += _table(["checkpoint", "step"] + kinds + ["note"],
-                        [(f"`{Path(c.path).name}`", c.step, *[c.errors.get(k) for k in kinds], c.note or "")
-                         for c in ev.checkpoints])
-    else:
-        lines.append("No checkpoints (`checkpoints/step_*.pt`) in the run directory.")
-    if figures:
-        lines += ["", "## Figures", ""]
-        for f in figures:
-            lines += [f"![{f.stem}]({f.name})", ""]
-    lines += ["", "## Re-run", "", "```sh", f"nmech evaluate {ev.run_dir}", "```", "", "or in Python:", "",
-              "```python", "from symmetry_engine.numeric.evaluate import evaluate_run",
-              "from analyses.report import write_report", f"ev = evaluate_run({str(ev.run_dir)!r})",
-              f"write_report(ev, {str(Path(ev.run_dir) / 'report')!r})", "```", ""]
-    return "\n".join(lines)
+def render_markdown(ev: Any, out_dir: str | Path | None = None, data: Mapping[str, Any] | None = None) -> str:
+    """The text of report.md for ``ev`` (figures are written to ``out_dir``, a temporary one if None)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(out_dir or tmp)
+        doc = run_document(ev, data if data is not None else evaluation_json(ev), out)
+        return to_markdown(doc, out)
 
 
-def write_report(evaluation: Evaluation, out_dir: str | Path) -> Path:
-    """Write report.md, report.json and the figures into ``out_dir``; returns the path of report.md."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(evaluation, out)
-    data = evaluation.to_json()
-    data["figures"] = [f.name for f in figures]
+def write_document(doc: Document, out: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``doc`` as report.md and report.html and ``data`` (plus the figure names) as report.json
+    into ``out``; returns report.md's path. The figures are already in ``out``."""
+    data = dict(data)
+    data["figures"] = [_relative_name(f.path, out) for f in doc.figures()]
     write_json_atomic(out / "report.json", data)
+    (out / "report.html").write_text(to_html(doc), encoding="utf-8")
     md = out / "report.md"
-    md.write_text(render_markdown(evaluation, figures))
+    md.write_text(to_markdown(doc, out), encoding="utf-8")
     return md
 
 
-__all__ = ["write_report", "render_markdown"]
+def _relative_name(path: Path, out: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(out).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def write_report(evaluation: Any, out_dir: str | Path, layers: Sequence[str] = (), channels: int = 4,
+                 data: Mapping[str, Any] | None = None) -> Path:
+    """Write report.md, report.html, report.json and the figures into ``out_dir``; returns report.md's path.
+
+    ``layers`` chooses the layer Figure 5 shows per kind (the first one that has groups of the kind);
+    ``channels`` how many groups each panel shows. ``data`` overrides the evaluation JSON (tests).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = dict(data) if data is not None else evaluation_json(evaluation)
+    return write_document(run_document(evaluation, data, out, layers, channels), out, data)
+
+
+def write_sweep_report(evaluations: Sequence[Any], out_dir: str | Path, layers: Sequence[str] = ()) -> Path:
+    """Runs side by side (see ``analyses.sweep``): report.md, report.html, report.json, sweep.png."""
+    from .sweep import sweep_document
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    datas = [evaluation_json(ev) for ev in evaluations]
+    doc, info = sweep_document(evaluations, datas, out, layers)
+    runs = [{"run_dir": str(ev.run_dir), "label": label, "steps": d.get("steps"), "verdicts": d.get("verdicts"),
+             "summary": d.get("summary"), "warnings": d.get("warnings")}
+            for ev, d, label in zip(evaluations, datas, info["labels"])]
+    return write_document(doc, out, {"format": "nmech-sweep-report/1", "differing": info["differing"],
+                                     "groups_shown": info["groups_shown"], "runs": runs})
+
+
+def write_architecture_report(analysis: Mapping[str, Any], optimizer: Mapping[str, Any], out_dir: str | Path) -> Path:
+    """The no-run report of a model (see ``analyses.arch_report``)."""
+    from .arch_report import arch_document, layer_table
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = arch_document(analysis, optimizer, out)
+    layers = [{"layer": name, "parameters": info.params, "groups": info.groups, "rescale_consumer_of": info.consumes_from,
+               "gl": info.gl} for name, info in layer_table(analysis).items()]
+    return write_document(doc, out, {"format": "nmech-architecture-report/1", "optimizer": dict(optimizer),
+                                     "layers": layers, "analysis": dict(analysis)})
+
+
+__all__ = ["write_report", "write_sweep_report", "write_architecture_report", "write_document", "render_markdown",
+           "evaluation_json"]
