@@ -44,7 +44,8 @@ def toy_symmetries() -> list[Symmetry]:
     syms = [Symmetry("translation", (Member("fc.weight", 1, (j,)),), "fc", j) for j in range(3 * HW * HW)]
     syms.append(Symmetry("translation", (Member("fc.bias"),), "fc.bias"))
     for c in range(4):
-        syms.append(Symmetry("scale", (Member("conv1.weight", 0, (c,)), Member("conv1.bias", 0, (c,))), "conv1", c))
+        syms.append(Symmetry("scale", (Member("conv1.weight", 0, (c,)), Member("conv1.bias", 0, (c,))), "conv1", c,
+                             extra={"normalizer": "aten.batch_norm", "eps": 1e-5}))  # BN's ε breaks it slightly
         syms.append(Symmetry("translation", (Member("conv1.bias", 0, (c,)),), "conv1.bias", c))
         syms.append(Symmetry("rescale", (Member("bn.weight", 0, (c,)), Member("bn.bias", 0, (c,)),
                                          Member("conv2.weight", 1, (c,), -1)), "bn", c))
