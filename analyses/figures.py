@@ -67,14 +67,20 @@ def plot_conservation(ev: Evaluation, path: Path, groups_per_panel: int = 4) -> 
                     label=f"{'channel' if kind != 'translation' else 'group'} {ch if ch is not None else j}")
             ax.plot(steps, ser.exact[:, j], color=colour, lw=1.2, ls="--")
             ax.plot(steps, ser.continuous[:, j], color=colour, lw=1.2, ls=":")
+            approx = getattr(ser, "approx", None)  # checkpoint-only evaluation: a law fed estimated statistics
+            if approx is not None and np.isfinite(approx[:, j]).any():
+                ax.plot(steps, approx[:, j], color=colour, lw=1.2, ls="-.", marker=".", ms=4)
         ax.set_title(f"{TITLES[kind]}\n{layer}", fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(YLABEL[kind])
         ax.legend(fontsize=7, loc="best")
     handles = [plt.Line2D([], [], color="grey", lw=3, alpha=0.45), plt.Line2D([], [], color="grey", ls="--"),
                plt.Line2D([], [], color="grey", ls=":")]
-    fig.legend(handles, ["measured", "exact discrete law", "continuous law (paper)"], loc="lower center",
-               ncol=3, fontsize=8, frameon=False)
+    labels = ["measured", "exact discrete law", "continuous law (paper)"]
+    if any(getattr(ev.series[k], "approx", None) is not None for k in kinds):
+        handles.append(plt.Line2D([], [], color="grey", ls="-.", marker="."))
+        labels.append("APPROXIMATE law (statistics estimated from checkpoints)")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -43,7 +43,8 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
     """The text of report.md for ``ev`` (figures are linked by file name)."""
     meta, opt = ev.meta, ev.optimizer
     model = meta.get("model") or {}
-    lines = [f"# Run report: `{ev.run_dir}`", ""]
+    ckpt = getattr(ev, "source", "run") == "checkpoints"
+    lines = [f"# {'Checkpoint evaluation' if ckpt else 'Run report'}: `{ev.run_dir}`", ""]
     lines.append(f"{ev.T} optimizer steps{'' if meta.get('closed') else ' (run not closed)'}, "
                  f"{sum(s['groups'] for s in ev.summary.values())} symmetry groups, dtype {meta.get('dtype')}, "
                  f"device {meta.get('device')}" + (f", model `{model.get('spec')}`" if model.get("spec") else "") + ".")
@@ -58,6 +59,8 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
                      "breaking max"],
                     [(k, s["groups"], s["exact"]["max"], s["exact"]["median"], s["continuous"]["max"],
                       s["continuous"]["median"], s.get("breaking", {}).get("max")) for k, s in ev.summary.items()])
+    if ckpt:
+        lines += _approximate_section(ev)
     lines += ["", "The exact law is the discrete-time law of the optimizer's update rule (float64 runs match it to "
               "rounding); the continuous law is the paper's gradient-flow / modified-flow prediction. "
               "*Breaking* is the drift the symmetry forbids, from the recorded ⟨ĝ, ξ⟩ (BN's ε, float32 round-off), "
@@ -80,9 +83,12 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
                   f"(median ratio {float(np.median(a.tail_ratio())):.2f}). The norms relax to equilibrium over "
                   f"~{a.relaxation_steps:.0f} steps, so a shorter run shows the approach, not the equilibrium.", ""]
     lines += ["## Per layer", ""]
-    lines += _table(["kind", "layer", "groups", "exact max", "exact median", "continuous max", "continuous median"],
+    extra = ["err_approx max (approximate)"] if ckpt else []
+    lines += _table(["kind", "layer", "groups", "exact max", "exact median", "continuous max", "continuous median"]
+                    + extra,
                     [(r["kind"], f"`{r['layer']}`", r["groups"], r["exact"]["max"], r["exact"]["median"],
-                      r["continuous"]["max"], r["continuous"]["median"]) for r in ev.layers])
+                      r["continuous"]["max"], r["continuous"]["median"])
+                     + ((r.get("approx", {}).get("max"),) if ckpt else ()) for r in ev.layers])
     lines += ["", "## Optimizer", ""]
     lines += _table(["rule", "lr (initial)", "momentum", "dampening", "nesterov", "weight decay", "decoupled"],
                     [(opt.get("rule"), opt.get("lr"), opt.get("momentum"), opt.get("dampening"), opt.get("nesterov"),
@@ -91,7 +97,12 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
         lines += ["", f"Learning rate over the run: {float(ev.lrs.min()):.4g} … {float(ev.lrs.max()):.4g} "
                       "(the recorded per-step values are used)."]
     lines += ["", "## Checkpoint cross-check", ""]
-    if ev.checkpoints:
+    if ckpt:
+        lines += ["Checkpoints evaluated (no run log: the quantities are measured in their weights).", ""]
+        lines += _table(["checkpoint", "step", "momentum buffer", "replica loss"],
+                        [(f"`{Path(c['path']).name}`", c["step"], c["buffer"], c["replica_loss"])
+                         for c in getattr(ev, "estimation", {}).get("checkpoints", [])])
+    elif ev.checkpoints:
         lines += ["Quantities recomputed from each checkpoint's weights against the log at that step "
                   "(max relative error over groups).", ""]
         kinds = list(ev.summary)
@@ -104,11 +115,28 @@ def render_markdown(ev: Evaluation, figures: Sequence[Path] = ()) -> str:
         lines += ["", "## Figures", ""]
         for f in figures:
             lines += [f"![{f.stem}]({f.name})", ""]
+    if ckpt:
+        lines += ["", "## Re-run", "", f"`nmech evaluate --checkpoints {ev.run_dir}` with the model, dataset and "
+                  "optimizer flags of this evaluation (report.json: `model`, `optimizer`, `estimation`), or "
+                  "`symmetry_engine.evaluate_checkpoints(...)` in Python.", ""]
+        return "\n".join(lines)
     lines += ["", "## Re-run", "", "```sh", f"nmech evaluate {ev.run_dir}", "```", "", "or in Python:", "",
               "```python", "from symmetry_engine.numeric.evaluate import evaluate_run",
               "from analyses.report import write_report", f"ev = evaluate_run({str(ev.run_dir)!r})",
               f"write_report(ev, {str(Path(ev.run_dir) / 'report')!r})", "```", ""]
     return "\n".join(lines)
+
+
+def _approximate_section(ev: Evaluation) -> list[str]:
+    """Checkpoint-only evaluations: the scale/rescale errors are approximate, and say so in a table of their own."""
+    rows = [(k, s["groups"], s.get("approx", {}).get("max"), s.get("approx", {}).get("median"))
+            for k, s in ev.summary.items() if k != "translation"]
+    if not rows:
+        return []
+    note = getattr(ev, "estimation", {}).get("note", "")
+    return ["", "### Scale and rescale: APPROXIMATE (estimated from checkpoints)", "",
+            f"{note[:1].upper()}{note[1:]}." if note else "", ""] + \
+        _table(["kind", "groups", "err_approx max (approximate)", "err_approx median (approximate)"], rows)
 
 
 def write_report(evaluation: Evaluation, out_dir: str | Path) -> Path:
