@@ -77,7 +77,9 @@ def format_evaluation(ev) -> str:
     broken = [g for g in ev.groups if g.verdict == "broken"]
     if broken:
         lines.append("")
-        lines.append(f"broken ({len(broken)}): the measured breaking says this run has no such symmetry")
+        lines.append(f"broken ({len(broken)}): " + ("the measured breaking, or a law failing between checkpoints, says "
+                                                   "this run has no such symmetry or the flags are not the training's"
+                                                   if ckpt else "the measured breaking says this run has no such symmetry"))
         for g in broken[:10]:
             lines.append(f"  {g.key}: breaking {_e(g.breaking)}, law error {_e(g.err_law)} ({g.cause})")
         if len(broken) > 10:

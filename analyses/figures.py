@@ -89,24 +89,28 @@ def plot_conservation(ev: Evaluation, path: Path, groups_per_panel: int = 4) -> 
 
 def _checkpoint_weights(ev: Evaluation, sym: Symmetry, count: int) -> tuple[np.ndarray, np.ndarray] | None:
     """A few individual entries of ``sym``'s first member across the run's checkpoints (≥ 3 needed)."""
-    files = sorted(Path(ev.run_dir, "checkpoints").glob("step_*.pt"))
-    if len(files) < 3:
+    if getattr(ev, "source", "run") == "checkpoints":  # checkpoint-only evaluation: the files it evaluated
+        listed = [(Path(c["path"]), int(c["step"])) for c in getattr(ev, "estimation", {}).get("checkpoints", [])]
+    else:
+        listed = [(f, None) for f in sorted(Path(ev.run_dir, "checkpoints").glob("step_*.pt"))]
+    if len(listed) < 3:
         return None
-    import torch  # only needed when checkpoints are plotted
+    from symmetry_engine.numeric.checkpoints import load_checkpoint
+    from symmetry_engine.numeric.runfile import RunLogError
 
     steps, values = [], []
     m = sym.members[0]
-    for f in files:
+    for f, known in listed:
         try:
-            ck = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged checkpoint is reported by evaluate; the figure falls back to the loss
+            step, state, _ = load_checkpoint(f)
+        except RunLogError:  # a damaged checkpoint is reported by evaluate; the figure falls back to the loss
             return None
-        state = ck.get("model", ck) if isinstance(ck, dict) else {}
-        if m.param not in state:
+        key = next((p + m.param for p in ("", "module.", "_orig_mod.", "model.") if p + m.param in state), None)
+        if key is None:
             return None
-        t = state[m.param].detach().double()
-        values.append(t[m.index(t.dim())].reshape(-1)[:count].numpy())
-        steps.append(int(ck.get("step", len(steps))))
+        t = state[key]
+        values.append(t[m.index(t.ndim)].reshape(-1)[:count])
+        steps.append(known if known is not None else step if step is not None else len(steps))
     return np.asarray(steps), np.stack(values)
 
 

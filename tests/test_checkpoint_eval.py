@@ -245,6 +245,10 @@ def test_cli_bad_input_is_one_line(momentum_run, tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     _one_line_error(capsys, "evaluate", "--checkpoints", str(damaged), *CLI_MODEL, "--lr", "0.05",
                     match=f"{victim.name}: cannot load checkpoint")
+    torch.save(torch.zeros(3), damaged / "step_99.pt")   # a .pt file that is not a checkpoint
+    victim.unlink()
+    _one_line_error(capsys, "evaluate", "--checkpoints", str(damaged), *CLI_MODEL, "--lr", "0.05",
+                    match="step_99.pt: checkpoint is not a dict")
     ambiguous = _strip(momentum_run / "checkpoints", tmp_path / "ambiguous", name="net2_{s}.pt")
     _one_line_error(capsys, "evaluate", "--checkpoints", str(ambiguous), *CLI_MODEL, "--lr", "0.05",
                     match="ambiguous step")

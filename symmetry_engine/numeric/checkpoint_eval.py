@@ -106,6 +106,9 @@ def _flag_warnings(opt_groups: Sequence[Mapping[str, Any]], opt: SGDSetting, ste
             for g in opt_groups}) > 1:
         out["groups"] = (f"{name}: the optimizer has {len(opt_groups)} param groups with different hyper-parameters; "
                          "this evaluation applies the flags to every parameter (track the run to get per-group laws)")
+    if any("betas" in g for g in opt_groups):
+        out["rule"] = (f"{name}: its optimizer is not SGD (its param groups have betas); these laws describe "
+                       "torch.optim.SGD with the flags given")
     flags = {"momentum": opt.momentum, "dampening": opt.dampening, "weight_decay": opt.weight_decay,
              "nesterov": opt.nesterov}
     for g in opt_groups[:1]:
