@@ -330,11 +330,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         add_train_arguments(p)
     p.set_defaults(func=_lazy("cmd_train"))
 
-    p = sub.add_parser("evaluate", help="hold a run (log and checkpoints) against the laws")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (run.json, stats.bin, checkpoints/)")
+    p = sub.add_parser("evaluate", help="hold a run (log and checkpoints), or checkpoints alone, against the laws")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", default=None, help="a tracked run directory")
     p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
     p.add_argument("--no-checkpoints", action="store_true", help="skip the checkpoint cross-check")
     p.add_argument("--strict", action="store_true", help="exit 1 when any symmetry group is broken")
+    from analyses.checkpoint_args import add_checkpoint_arguments
+
+    add_checkpoint_arguments(p, _parse_shape, _parse_model_arg)
     p.set_defaults(func=_lazy("cmd_evaluate"))
 
     p = sub.add_parser("report", help="HTML + Markdown report of a run, of several runs side by side, or of a model")

@@ -23,8 +23,10 @@ def format_evaluation(ev) -> str:
     """The text a person reads after a run: verdicts, per kind, per layer, what is broken and why."""
     opt, th = ev.optimizer, ev.thresholds
     rule = "Adam" if opt.get("rule") == "adam" else str(opt.get("optimizer_class") or opt.get("rule", "?"))
-    lines = [f"run {ev.run_dir}: {ev.T} steps, dtype {ev.meta.get('dtype')}, {rule}, "
-             f"{len(ev.classes)} member class(es)"]
+    ckpt = getattr(ev, "source", "run") == "checkpoints"
+    what = (f"checkpoints {ev.run_dir}: {len(ev.steps)} checkpoints, steps {int(ev.steps[0])}..{int(ev.steps[-1])} "
+            f"({ev.T} optimizer steps)" if ckpt else f"run {ev.run_dir}: {ev.T} steps")
+    lines = [f"{what}, dtype {ev.meta.get('dtype')}, {rule}, {len(ev.classes)} member class(es)"]
     for c in ev.classes:
         lr, mom = c["lr"], c["momentum"]
         span = lambda d: f"{d['first']:.3g}" if d["min"] == d["max"] else f"{d['min']:.3g}…{d['max']:.3g}"  # noqa: E731
@@ -42,30 +44,42 @@ def format_evaluation(ev) -> str:
             causes[f"{g.verdict}: {g.cause}"] = causes.get(f"{g.verdict}: {g.cause}", 0) + 1
     for why, n in sorted(causes.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {n} {why}")
-    lines += ["relative error = max over steps |measured − predicted| / max over steps of the group's size;",
-              "exact = the recurrence with the recorded breaking (checks tracker + optimizer description); "
-              "law = the symmetry's prediction; breaking = max |<g, xi>| / (|g| |xi|)",
-              f"{'kind':<12} {'groups':>6} {'degen.':>6} {'exact max':>10} {'law max':>10} {'law med':>10} "
-              f"{'contin. max':>11} {'breaking':>10} {'opt. brk':>10}"]
+    if ckpt:
+        lines += ["relative error = max over checkpoints |measured − predicted| / max over checkpoints of the group's size;",
+                  "exact = law = the symmetry's law forecast from the first checkpoint (translation: exact, no data); "
+                  "APPROX = scale/rescale laws fed statistics estimated at the checkpoints (approximate); "
+                  "breaking = max |<g, xi>| / (|g| |xi|) on sampled batches"]
+    else:
+        lines += ["relative error = max over steps |measured − predicted| / max over steps of the group's size;",
+                  "exact = the recurrence with the recorded breaking (checks tracker + optimizer description); "
+                  "law = the symmetry's prediction; breaking = max |<g, xi>| / (|g| |xi|)"]
+    lines.append(f"{'kind':<12} {'groups':>6} {'degen.':>6} {'exact max':>10} {'law max':>10} {'law med':>10} "
+                 f"{'contin. max':>11} {'breaking':>10} {'opt. brk':>10}"
+                 + (f" {'APPROX max':>10} {'APPROX med':>10}" if ckpt else ""))
     for kind, s in ev.summary.items():
+        approx = s.get("approx", {"max": None, "median": None})
         lines.append(f"{kind:<12} {s['groups']:>6} {s['verdicts']['degenerate']:>6} {_e(s['exact']['max']):>10} "
                      f"{_e(s['law']['max']):>10} {_e(s['law']['median']):>10} {_e(s['continuous']['max']):>11} "
-                     f"{_e(s['breaking']['max']):>10} {_e(s['optimizer_breaking']['max']):>10}")
+                     f"{_e(s['breaking']['max']):>10} {_e(s['optimizer_breaking']['max']):>10}"
+                     + (f" {_e(approx['max']):>10} {_e(approx['median']):>10}" if ckpt else ""))
     if v["degenerate"]:
         from symmetry_engine.numeric.evaluate import DEGENERATE_NOTE
 
         lines.append(DEGENERATE_NOTE)
     lines.append("")
     lines.append(f"{'kind':<12} {'layer':<28} {'groups':>6} {'hold':>5} {'appr':>5} {'brok':>5} {'degn':>5} "
-                 f"{'law max':>10} {'contin. max':>11}")
+                 f"{'law max':>10} {'contin. max':>11}" + (f" {'APPROX max':>10}" if ckpt else ""))
     for row in sorted(ev.layers, key=lambda r: (r["kind"], _natural(r["layer"]))):
         vv = row["verdicts"]
         lines.append(f"{row['kind']:<12} {row['layer']:<28} {row['groups']:>6} {vv['holds']:>5} {vv['approximate']:>5} "
-                     f"{vv['broken']:>5} {vv['degenerate']:>5} {_e(row['law']['max']):>10} {_e(row['continuous']['max']):>11}")
+                     f"{vv['broken']:>5} {vv['degenerate']:>5} {_e(row['law']['max']):>10} {_e(row['continuous']['max']):>11}"
+                     + (f" {_e(row.get('approx', {}).get('max')):>10}" if ckpt else ""))
     broken = [g for g in ev.groups if g.verdict == "broken"]
     if broken:
         lines.append("")
-        lines.append(f"broken ({len(broken)}): the measured breaking says this run has no such symmetry")
+        lines.append(f"broken ({len(broken)}): " + ("the measured breaking, or a law failing between checkpoints, says "
+                                                   "this run has no such symmetry or the flags are not the training's"
+                                                   if ckpt else "the measured breaking says this run has no such symmetry"))
         for g in broken[:10]:
             lines.append(f"  {g.key}: breaking {_e(g.breaking)}, law error {_e(g.err_law)} ({g.cause})")
         if len(broken) > 10:
@@ -82,14 +96,27 @@ def format_evaluation(ev) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from symmetry_engine.numeric.evaluate import evaluate_run
+    from analyses.checkpoint_args import check_mode, evaluate_from_args
 
-    ev = evaluate_run(args.run_dir, checkpoints=not args.no_checkpoints)
+    check_mode(args)
+    if args.checkpoints:
+        from analyses.cli import cached_analysis
+
+        ev = evaluate_from_args(args, lambda a: cached_analysis(a, certify=False))
+    else:
+        from symmetry_engine.numeric.evaluate import evaluate_run
+
+        ev = evaluate_run(args.run_dir, checkpoints=not args.no_checkpoints)
     if args.json:
         json.dump(ev.to_json(), sys.stdout)
         sys.stdout.write("\n")
     else:
         print(format_evaluation(ev))
+    if getattr(args, "report", None):
+        from analyses.report import write_report
+
+        path = write_report(ev, args.report)
+        print(f"report: {path}", file=sys.stderr if args.json else sys.stdout)
     if getattr(args, "strict", False) and ev.verdicts["broken"]:
         print(f"nmech evaluate: {ev.verdicts['broken']} group(s) broken (--strict)", file=sys.stderr)
         return 1

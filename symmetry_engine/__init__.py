@@ -1,7 +1,7 @@
 """neural-mechanics: symmetries of a network's parameters and the laws they impose on training.
 
-The top level imports no torch: ``analyze``, ``track``, ``Tracker`` and ``evaluate_run`` are loaded on
-first use, so the symbolic engine stays importable on its own.
+The top level imports no torch: ``analyze``, ``track``, ``Tracker``, ``evaluate_run`` and
+``evaluate_checkpoints`` are loaded on first use, so the symbolic engine stays importable on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ _LAZY = {
     "track": ("symmetry_engine.numeric.tracker", "track"),
     "Tracker": ("symmetry_engine.numeric.tracker", "Tracker"),
     "evaluate_run": ("symmetry_engine.numeric.evaluate", "evaluate_run"),
+    "evaluate_checkpoints": ("symmetry_engine.numeric.checkpoint_eval", "evaluate_checkpoints"),
     "read_run": ("symmetry_engine.numeric.runlog", "read_run"),
     "OptimizerConfig": ("symmetry_engine.numeric.predict", "OptimizerConfig"),
 }
