@@ -9,69 +9,11 @@ finite, β ∉ [0, 1), d ∉ [0, 1], λ < 0, Nesterov without momentum or with d
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any, Callable
 
+from .argtypes import int_list, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval, unit_interval_open
+
 CHECKPOINT_ONLY = ("model", "dataset", "lr")
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def positive_float(text: str) -> float:
-    v = _number(text)
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text!r}")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    v = _number(text)
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative and finite, got {text!r}")
-    return v
-
-
-def momentum_float(text: str) -> float:
-    v = _number(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return v
-
-
-def unit_interval(text: str) -> float:
-    v = _number(text)
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return v
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text!r}")
-    return v
-
-
-def _steps(text: str) -> tuple[int, ...]:
-    return tuple(non_negative_int(v) for v in text.replace(",", " ").split())
 
 
 def add_checkpoint_arguments(p: argparse.ArgumentParser, parse_shape: Callable, parse_model_arg: Callable) -> None:
@@ -84,25 +26,25 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser, parse_shape: Callable, 
     a("--model-kw", "--model-arg", dest="model_arg", type=parse_model_arg, action="append", default=[],
       metavar="KEY=VALUE", help="extra keyword for the zoo builder (JSON values), repeatable")
     a("--input-shape", type=parse_shape, metavar="C,H,W", help="one sample's shape (default: the dataset's)")
-    a("--num-classes", type=positive_int, help="default: the dataset's")
-    a("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
+    a("--num-classes", type=positive_int, help="classes of the head (default: the dataset's)")
+    a("--loss", choices=("cross_entropy", "mse"), default="cross_entropy", help="the training loss")
     a("--dataset", metavar="NAME", help="the training data: digits, synthetic, tiny-imagenet, cifar10, cifar100")
     a("--data-dir", "--data-path", dest="data_dir", metavar="PATH", help="where the dataset's files are")
     a("--input-size", type=positive_int, help="image side of the dataset (as trained)")
     a("--batch-size", type=positive_int, default=64, help="the training batch size (default 64)")
     a("--batches", type=positive_int, default=16,
       help="replica steps (sampled minibatches) per checkpoint for the scale/rescale statistics (default 16)")
-    a("--seed", type=int, default=0, help="seed of the sampled minibatches")
+    a("--seed", type=nonneg_int, default=0, help="seed of the sampled minibatches")
     a("--lr", type=positive_float, help="learning rate (the schedule's peak)")
-    a("--momentum", type=momentum_float, default=0.0)
-    a("--dampening", type=unit_interval, default=0.0)
-    a("--nesterov", action="store_true")
-    a("--weight-decay", type=non_negative_float, default=0.0)
+    a("--momentum", type=unit_interval_open, default=0.0, help="SGD momentum β of the training, in [0, 1)")
+    a("--dampening", type=unit_interval, default=0.0, help="SGD dampening d of the training, in [0, 1]")
+    a("--nesterov", action="store_true", help="the training used Nesterov momentum")
+    a("--weight-decay", type=nonneg_float, default=0.0, help="SGD (coupled) weight decay λ of the training")
     a("--schedule", choices=("constant", "step", "cosine"), default="constant",
       help="the lr schedule the training used (as nmech train's)")
-    a("--lr-milestones", type=_steps, default=(), metavar="S1,S2,…", help="steps where --schedule step multiplies")
-    a("--lr-gamma", type=positive_float, default=0.1)
-    a("--warmup-steps", type=non_negative_int, default=0, help="linear warmup length (any schedule)")
+    a("--lr-milestones", type=int_list(nonneg_int), default=(), metavar="S1,S2,…", help="steps where --schedule step multiplies")
+    a("--lr-gamma", type=positive_float, default=0.1, help="factor of --schedule step at each milestone")
+    a("--warmup-steps", type=nonneg_int, default=0, help="linear warmup length (any schedule)")
     a("--total-steps", type=positive_int, help="the training's length (needed by --schedule cosine)")
     a("--dtype", choices=("float32", "float64", "bfloat16", "float16"),
       help="dtype of the training, for the round-off thresholds (default: the checkpoints')")

@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .argtypes import positive_float, positive_int
+
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     from .cli import _parse_model_arg, _parse_shape, add_optimizer_arguments
@@ -23,16 +25,17 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
                                                 "parent/sweep_report; for a model runs/report-MODEL)")
     p.add_argument("--layer", action="append", default=[], metavar="NAME",
                    help="layer Figure 5 (and the sweep figure) shows, per kind that has groups there; repeatable")
-    p.add_argument("--channels", type=int, default=4, help="groups per Figure-5 panel (default 4)")
+    p.add_argument("--channels", type=positive_int, default=4, help="groups per Figure-5 panel (default 4)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="also write the run's per-layer quantities, laws and errors per step as TensorBoard scalars")
     g = p.add_argument_group("model reports (MODEL instead of a run)")
-    g.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W")
-    g.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy")
-    g.add_argument("--num-classes", type=int, default=10)
-    g.add_argument("--width", type=float, default=None, help="width multiplier for zoo models")
+    g.add_argument("--input-shape", type=_parse_shape, default=None, metavar="C,H,W",
+                   help="one sample, no batch axis; default: the model's own")
+    g.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy", help="the training loss")
+    g.add_argument("--num-classes", type=positive_int, default=10, help="classes of zoo models' heads")
+    g.add_argument("--width", type=positive_float, default=None, help="width multiplier for zoo models")
     g.add_argument("--model-kw", "--model-arg", dest="model_arg", type=_parse_model_arg, action="append", default=[],
-                   metavar="KEY=VALUE")
+                   metavar="KEY=VALUE", help="extra keyword for the zoo builder (JSON values), repeatable")
     g.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     add_optimizer_arguments(g)
 
