@@ -91,13 +91,18 @@ class RecordFile:
             raise RunLogError(f"record of shape {np.shape(records)} does not match record_size {self.record_size}")
         self._buffer.append(rec)
 
-    def flush(self) -> None:
+    def write(self) -> None:
+        """Hand buffered records to the OS without fsync: they survive a killed process, not a power cut."""
         if not self._buffer:
             return
         data = np.concatenate(self._buffer).astype(DTYPE, copy=False)
         self._buffer.clear()
         self._fh.write(data.tobytes())
         self._fh.flush()
+
+    def flush(self) -> None:
+        """Write buffered records and fsync everything written so far."""
+        self.write()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:

@@ -178,6 +178,10 @@ class RunWriter:
         """Write buffered records and fsync, so they survive a crash."""
         self._file.flush()
 
+    def write(self) -> None:
+        """Write buffered records without fsync (the tracker streams each record as it completes)."""
+        self._file.write()
+
     def close(self, final_record: np.ndarray | None = None, extra_meta: Mapping[str, Any] | None = None) -> None:
         """Append the final state record (if given), flush, and mark run.json closed."""
         if self._closed:
