@@ -22,8 +22,6 @@ Columns of a partial-sum row (``COLS``): ``θθ gθ gg θ g |θ| DD θD D``; ``D
 from __future__ import annotations
 
 import os
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -155,10 +153,9 @@ def uses_numba(t: torch.Tensor) -> bool:
 
 
 def _np3(t: torch.Tensor, shape3: tuple[int, int, int]) -> np.ndarray:
-    t = t.detach()
     if not t.is_contiguous():  # e.g. channels_last: one copy, the sums do not depend on the layout
         t = t.contiguous()
-    return t.view(shape3).numpy()
+    return t.detach().view(shape3).numpy()
 
 
 # -- torch fallback (any device; float64 products) ------------------------------------------------------
@@ -203,40 +200,45 @@ def _torch_delta(old: torch.Tensor, new: torch.Tensor, rows: torch.Tensor, cols:
 
 
 # -- dispatch ---------------------------------------------------------------------------------------------
-def pre_sums(x: torch.Tensor, y: torch.Tensor, gscale: float, lam: float, rows: torch.Tensor, cols: torch.Tensor,
-             shape3: tuple[int, int, int], fused: bool) -> None:
-    """rows[P, 9] / cols[A, 9] columns 0–6 from θ = x and ĝ = gscale·y (column 6: |ĝ + λθ|²)."""
-    if fused:
-        _nb_pre(_np3(x, shape3), _np3(y, shape3), float(gscale), float(lam), rows.numpy(), cols.numpy())
+class Target:
+    """Where one fused read of a parameter writes: ``rows`` [P, 9] and ``cols`` [A, 9] views of the
+    tracker's buffer (numpy views too when the numba loop is used), and the read shape ``[P, A, Q]``."""
+
+    __slots__ = ("shape3", "rows", "cols", "rows_np", "cols_np", "fused")
+
+    def __init__(self, shape3: tuple[int, int, int], rows: torch.Tensor, cols: torch.Tensor, fused: bool) -> None:
+        self.shape3, self.rows, self.cols, self.fused = shape3, rows, cols, fused
+        self.rows_np = rows.numpy() if fused else None
+        self.cols_np = cols.numpy() if fused else None
+
+
+def pre_sums(x: torch.Tensor, y: torch.Tensor, gscale: float, lam: float, t: Target) -> None:
+    """rows/cols columns 0–6 from θ = x and ĝ = gscale·y (column 6: |ĝ + λθ|²)."""
+    if t.fused:
+        _nb_pre(_np3(x, t.shape3), _np3(y, t.shape3), float(gscale), float(lam), t.rows_np, t.cols_np)
     else:
-        _torch_pre(x, y, gscale, lam, rows, cols, shape3)
+        _torch_pre(x, y, gscale, lam, t.rows, t.cols, t.shape3)
 
 
-def state_sums(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape3: tuple[int, int, int],
-               fused: bool) -> None:
+def state_sums(x: torch.Tensor, t: Target) -> None:
     """Columns 0–6 for a parameter without gradient: θθ, θ, |θ|; the gradient columns 0."""
-    if fused:
-        _nb_state(_np3(x, shape3), rows.numpy(), cols.numpy())
+    if t.fused:
+        _nb_state(_np3(x, t.shape3), t.rows_np, t.cols_np)
     else:
-        _torch_state(x, rows, cols, shape3)
+        _torch_state(x, t.rows, t.cols, t.shape3)
 
 
-def sq_sums(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape3: tuple[int, int, int],
-            fused: bool) -> None:
+def sq_sums(x: torch.Tensor, t: Target) -> None:
     """Column 6 = Σ x² (x a momentum buffer: Δ = −η x)."""
-    if fused:
-        _nb_sq(_np3(x, shape3), rows.numpy(), cols.numpy())
+    if t.fused:
+        _nb_sq(_np3(x, t.shape3), t.rows_np, t.cols_np)
     else:
-        _torch_sq(x, rows, cols, shape3)
+        _torch_sq(x, t.rows, t.cols, t.shape3)
 
 
-def delta_sums(old: torch.Tensor, new: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-               shape3: tuple[int, int, int], fused: bool) -> None:
+def delta_sums(old: torch.Tensor, new: torch.Tensor, t: Target) -> None:
     """Columns 6–8 of Δ = new − old (float64 difference): |Δ|², ⟨old, Δ⟩, ⟨1, Δ⟩."""
-    if fused and old.dtype == new.dtype:
-        _nb_delta(_np3(old, shape3), _np3(new, shape3), rows.numpy(), cols.numpy())
+    if t.fused and old.dtype == new.dtype:
+        _nb_delta(_np3(old, t.shape3), _np3(new, t.shape3), t.rows_np, t.cols_np)
     else:
-        _torch_delta(old, new, rows, cols, shape3)
-
-
-KERNELS: dict[str, Callable[..., None]] = {"pre": pre_sums, "state": state_sums, "sq": sq_sums, "delta": delta_sums}
+        _torch_delta(old, new, t.rows, t.cols, t.shape3)

@@ -235,7 +235,12 @@ class Tracker:
                                      dtype=np.int64)
         ids = {id(p): gi for gi, grp in enumerate(self.optimizer.param_groups) for p in grp["params"]}
         self._group_of = {n: ids.get(id(p)) for n, p in self._params.items()}
-        self._fused_of = {p.name: self.fused and kernels.uses_numba(p.param) for p in self._plans}
+        self._targets = []
+        for plan in self._plans:
+            fused = self.fused and kernels.uses_numba(plan.param)
+            targets = [kernels.Target(ps.shape3, self._X[ps.rows], self._X[ps.cols], fused) for ps in plan.passes]
+            self._targets.append((plan.name, plan.param, targets, plan.whole_from_rows))
+        self._any_fused = any(t.fused for *_, ts, _ in self._targets for t in ts)
         self._warnings = self._class_warnings()
 
     def _class_warnings(self) -> list[str]:
@@ -326,7 +331,7 @@ class Tracker:
         sources = sorted({self._delta_source(self._group_of[n]) for n in self._params})
         meta["tracker"] = {"delta_source": sources, "optimizer_class": type(self.optimizer).__name__,
                            "model_class": type(self.model).__name__, "torch": torch.__version__,
-                           "reductions": "fused (numba)" if any(self._fused_of.values()) else "torch",
+                           "reductions": "fused (numba)" if self._any_fused else "torch",
                            "warnings": self._warnings, **dict(self.meta.get("tracker") or {})}
         self._writer = RunWriter(self.run_dir, meta, self.symmetries, layout=layout, classes=classes,
                                  initial_state=self._initial_state(), flush_every=self.flush_every,
@@ -354,28 +359,35 @@ class Tracker:
     def _run_kernels(self, phase: str, sources: Mapping[str, str], gscale: float = 1.0,
                      lam: Mapping[str, float] | None = None) -> None:
         """Fill X for one phase: ``pre`` (θ, ĝ), ``post`` (Δ) or ``state`` (θ only, the final record)."""
-        X = self._X
-        for plan in self._plans:
-            p, src, fused = plan.param, sources.get(plan.name), self._fused_of[plan.name]
+        X, lam = self._X, lam or {}
+        for name, p, targets, whole in self._targets:
             g = p.grad
-            for ps in plan.passes:
-                rows, cols = X[ps.rows], X[ps.cols]
-                if phase == "state" or (phase == "pre" and g is None):
-                    kernels.state_sums(p, rows, cols, ps.shape3, fused)
-                elif phase == "pre":
-                    kernels.pre_sums(p, g, gscale, (lam or {}).get(plan.name, 0.0), rows, cols, ps.shape3, fused)
-                elif src == "snapshot":
-                    kernels.delta_sums(self._snapshot[plan.name], p, rows, cols, ps.shape3, fused)
-                elif src == "not_updated":
-                    rows[:, 6:] = 0.0
-                    cols[:, 6:] = 0.0
-                elif src == "momentum_buffer" and plan.name in self._had_grad:
-                    buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if phase == "pre":
+                for t in targets:
+                    if g is None:
+                        kernels.state_sums(p, t)
+                    else:
+                        kernels.pre_sums(p, g, gscale, lam.get(name, 0.0), t)
+                continue
+            if phase == "state":
+                for t in targets:
+                    kernels.state_sums(p, t)
+            else:
+                src = sources[name]
+                if src == "momentum_buffer":
+                    buf = self.optimizer.state.get(p, {}).get("momentum_buffer") if name in self._had_grad else None
                     if buf is not None:
-                        kernels.sq_sums(buf, rows, cols, ps.shape3, fused)
-            if plan.whole_from_rows is not None and phase != "pre":
-                first = plan.passes[0].rows
-                X[plan.whole_from_rows] = X[first].sum(0)
+                        for t in targets:
+                            kernels.sq_sums(buf, t)
+                elif src == "snapshot":
+                    for t in targets:
+                        kernels.delta_sums(self._snapshot[name], p, t)
+                elif src == "not_updated":
+                    for t in targets:
+                        t.rows[:, 6:] = 0.0
+                        t.cols[:, 6:] = 0.0
+            if whole is not None:
+                X[whole] = targets[0].rows.sum(0)
 
     def _gathered(self) -> torch.Tensor:
         """The slot statistics of the record (positions ``base:``) from X."""
