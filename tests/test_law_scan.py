@@ -130,3 +130,37 @@ def test_continuous_scan_equals_step_loop(kind, spec):
     rel = np.max(np.abs(got - want)) / np.max(np.abs(want))
     assert rel <= 1e-12, rel
     assert np.ptp(got[:, 0]) > 1e-4
+
+
+def test_memory_mapped_log_evaluates_like_the_in_memory_one(tmp_path, monkeypatch):
+    """read_run(mmap=True) hands out lazy columns; the chunked evaluation over them (tiny chunks, decimated
+    trajectories) gives the same errors, breaking and verdicts as the in-memory log."""
+    import torch
+
+    from symmetry_engine.numeric import evaluate as E
+    from symmetry_engine.numeric import runlog
+
+    from .test_tracker import MOMENTUM, train
+
+    train(tmp_path / "run", MOMENTUM, n_steps=40, schedule=True, dtype=torch.float64)
+    ref = E.evaluate_run(tmp_path / "run", checkpoints=False)
+    lazy = runlog.read_run(tmp_path / "run", mmap=True)
+    assert isinstance(lazy.stats["scale"]["Q"], runlog.LazyColumn)
+    eager = runlog.read_run(tmp_path / "run")
+    for kind, ks in eager.stats.items():
+        for col, arr in ks.items():
+            np.testing.assert_array_equal(lazy.stats[kind][col][:], arr)
+            np.testing.assert_array_equal(lazy.stats[kind][col][3:9, 1:4], arr[3:9, 1:4])
+    monkeypatch.setattr(runlog, "MMAP_BYTES", 0)            # every log through the memory map
+    monkeypatch.setattr(E, "CHUNK_VALUES", 50)              # chunks of a step or two
+    monkeypatch.setattr(E, "SERIES_VALUES", 200)            # trajectories decimated
+    got = E.evaluate_run(tmp_path / "run", checkpoints=False)
+    assert len(got.steps) < len(ref.steps) and got.steps[0] == 0 and got.steps[-1] == ref.steps[-1]
+    assert got.series["scale"].measured.shape[0] == len(got.steps)
+    for a, b in zip(ref.groups, got.groups):
+        assert (a.key, a.verdict) == (b.key, b.verdict)
+        for f in ("err_exact", "err_law", "err_continuous", "optimizer_breaking", "final_exact", "final_continuous"):
+            assert abs(getattr(a, f) - getattr(b, f)) <= 1e-12 * max(1.0, abs(getattr(a, f))), (a.key, f)
+        assert (a.breaking is None) == (b.breaking is None)
+        assert a.breaking is None or abs(a.breaking - b.breaking) <= 1e-15
+    assert max(g.err_exact for g in got.groups if g.verdict != "degenerate") < 1e-12

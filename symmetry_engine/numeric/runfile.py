@@ -59,6 +59,25 @@ def read_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
     return data, warns
 
 
+def map_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
+    """Complete records of ``path`` as a read-only memory map ``[n, record_size]``, and the tail warnings.
+
+    Rows are read from the file only when used, so a reader can walk a log larger than memory in chunks of
+    steps (numeric/runlog.py ``read_run(mmap=True)``). Same framing rules as :func:`read_records`."""
+    path = Path(path)
+    if not path.exists():
+        raise RunLogError(f"{path} is missing")
+    rec_bytes = record_size * DTYPE.itemsize
+    n, rest = divmod(path.stat().st_size, rec_bytes)
+    warns = []
+    if rest:
+        warns.append(f"{path.name} ends in a partial record ({rest} of {rec_bytes} bytes, torn write); "
+                     f"using the {n} complete records")
+    if n == 0:
+        return np.zeros((0, record_size), dtype=DTYPE), warns
+    return np.memmap(path, dtype=DTYPE, mode="r", shape=(n, record_size)), warns
+
+
 def count_records(path: Path, record_size: int) -> int:
     """Complete records in ``path`` (0 when it does not exist)."""
     path = Path(path)

@@ -235,12 +235,18 @@ class Tracker:
                                      dtype=np.int64)
         ids = {id(p): gi for gi, grp in enumerate(self.optimizer.param_groups) for p in grp["params"]}
         self._group_of = {n: ids.get(id(p)) for n, p in self._params.items()}
-        self._targets = []
+        self._targets, self._vec = [], []
         for plan in self._plans:
             fused = self.fused and kernels.uses_numba(plan.param)
             targets = [kernels.Target(ps.shape3, self._X[ps.rows], self._X[ps.cols], fused) for ps in plan.passes]
-            self._targets.append((plan.name, plan.param, targets, plan.whole_from_rows))
-        self._any_fused = any(t.fused for *_, ts, _ in self._targets for t in ts)
+            whole = plan.whole_from_rows if plan.whole_from_rows is not None else \
+                (plan.passes[0].cols.start if plan.vector and plan.uses_whole else None)
+            self._targets.append((plan.name, plan.param, targets, whole, plan.vector))
+        self._vec = [(n, p) for n, p, _, _, v in self._targets if v]
+        self._vec_rows = sum(p.numel() for _, p in self._vec)
+        self._vec_zeros = [torch.zeros(p.numel(), dtype=p.dtype, device=dev) for _, p in self._vec]
+        self._vec_lam: tuple[tuple[float, ...], torch.Tensor | None] = ((), None)
+        self._any_fused = any(t.fused for _, _, ts, _, _ in self._targets for t in ts)
         self._warnings = self._class_warnings()
 
     def _class_warnings(self) -> list[str]:
@@ -358,9 +364,17 @@ class Tracker:
     # -- statistics ----------------------------------------------------------------------------------
     def _run_kernels(self, phase: str, sources: Mapping[str, str], gscale: float = 1.0,
                      lam: Mapping[str, float] | None = None) -> None:
-        """Fill X for one phase: ``pre`` (θ, ĝ), ``post`` (Δ) or ``state`` (θ only, the final record)."""
+        """Fill X for one phase: ``pre`` (θ, ĝ), ``post`` (Δ) or ``state`` (θ only, the final record).
+
+        1-D parameters go through ``_vector_pre`` / ``_vector_post`` (a few ops for all of them) when
+        they can; everything else through one fused read per parameter (numeric/kernels.py)."""
         X, lam = self._X, lam or {}
-        for name, p, targets, whole in self._targets:
+        vec_done = phase != "state" and self._vector_phase(phase, sources, gscale, lam)
+        for name, p, targets, whole, vector in self._targets:
+            if vector and vec_done:
+                if whole is not None and phase != "pre":
+                    X[whole] = targets[0].rows.sum(0)
+                continue
             g = p.grad
             if phase == "pre":
                 for t in targets:
@@ -388,6 +402,40 @@ class Tracker:
                         t.cols[:, 6:] = 0.0
             if whole is not None:
                 X[whole] = targets[0].rows.sum(0)
+
+    def _vector_phase(self, phase: str, sources: Mapping[str, str], gscale: float, lam: Mapping[str, float]) -> bool:
+        """All 1-D parameters at once (float64 torch ops on the device). False: use the per-parameter path."""
+        if not self._vec:
+            return False
+        X, nv = self._X, self._vec_rows
+        if phase == "pre":
+            th = torch.cat([p.detach().reshape(-1) for _, p in self._vec]).to(F64)
+            g = torch.cat([z if p.grad is None else p.grad.detach().reshape(-1)
+                           for (_, p), z in zip(self._vec, self._vec_zeros)]).to(F64)
+            if gscale != 1.0:
+                g = g * gscale
+            lams = tuple(float(lam.get(n, 0.0)) for n, _ in self._vec)
+            w = g
+            if any(lams):
+                if self._vec_lam[0] != lams:
+                    sizes = torch.as_tensor([p.numel() for _, p in self._vec], device=self.device)
+                    self._vec_lam = (lams, torch.repeat_interleave(torch.tensor(lams, dtype=F64).to(self.device), sizes))
+                w = g + self._vec_lam[1] * th
+            X[:nv, :7] = torch.stack([th * th, g * th, g * g, th, g, th.abs(), w * w], 1)
+            return True
+        if any(sources[n] not in ("momentum_buffer", "update_rule") for n, _ in self._vec):
+            return False  # snapshots, parameters outside the optimizer: per parameter
+        moms = [n for n, _ in self._vec if sources[n] == "momentum_buffer"]
+        if not moms:
+            return True   # update rule: |ĝ + λθ|² was summed before the step
+        if len(moms) < len(self._vec) or any(n not in self._had_grad for n in moms):
+            return False
+        bufs = [self.optimizer.state.get(p, {}).get("momentum_buffer") for _, p in self._vec]
+        if any(b is None for b in bufs):
+            return False
+        v = torch.cat([b.detach().reshape(-1) for b in bufs]).to(F64)
+        X[:nv, 6] = v * v
+        return True
 
     def _gathered(self) -> torch.Tensor:
         """The slot statistics of the record (positions ``base:``) from X."""

@@ -48,6 +48,8 @@ class ParamPlan:
     passes: list[Pass]
     offset: dict[int | None, int] = field(default_factory=dict)   # axis → first X row of its per-index sums
     whole_from_rows: int | None = None                            # X row that must receive Σ rows (dim ≥ 2)
+    vector: bool = False                                          # 1-D: its rows lie in X's leading block
+    uses_whole: bool = False                                      # some member takes the whole tensor
 
 
 def _shape3(shape: Sequence[int], axis: int) -> tuple[int, int, int]:
@@ -69,7 +71,13 @@ def plan_params(params: Mapping[str, torch.Tensor], symmetries: Sequence[Symmetr
         n += k
         return slice(n - k, n)
 
-    for name, used in axes.items():
+    # 1-D parameters (biases, norm gains) first: their axis-0 sums form one contiguous block of X, so the
+    # tracker handles all of them with a few vectorised ops instead of one call per parameter
+    order = sorted(axes, key=lambda name: params[name].dim() != 1)
+    vector = [name for name in order if params[name].dim() == 1]
+    vec_rows = {name: take(params[name].shape[0]) for name in vector}
+    for name in order:
+        used = axes[name]
         p = params[name]
         shape = tuple(p.shape)
         if len(shape) == 0:
@@ -78,7 +86,9 @@ def plan_params(params: Mapping[str, torch.Tensor], symmetries: Sequence[Symmetr
             first = (shape[0], 1, 1)
         else:
             first = (shape[0], shape[1], int(np.prod(shape[2:])))
-        plan = ParamPlan(name, p, [Pass(first, take(first[0]), take(first[1]))])
+        rows = vec_rows[name] if name in vec_rows else take(first[0])
+        plan = ParamPlan(name, p, [Pass(first, rows, take(first[1]))], vector=name in vec_rows,
+                         uses_whole=None in used)
         if len(shape) == 0:
             plan.offset[None] = plan.passes[0].rows.start
         else:
