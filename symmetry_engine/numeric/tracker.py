@@ -459,7 +459,10 @@ class Tracker:
         if any(a is not None for a in args[1:]) or kwargs.get("closure") is not None:
             raise RuntimeError("Tracker does not support optimizer.step(closure): gradients must exist before step()")
         self._skip_current = False
-        found_inf, scale = kwargs.get("found_inf"), kwargs.get("grad_scale")
+        # a GradScaler hands a fused optimizer the scale and the inf flag (keyword arguments or attributes):
+        # its gradients are still scaled, and a step with found_inf set runs but changes nothing
+        found_inf = kwargs.get("found_inf", getattr(optimizer, "found_inf", None))
+        scale = kwargs.get("grad_scale", getattr(optimizer, "grad_scale", None))
         if found_inf is not None and float(found_inf) != 0:  # fused optimizer + GradScaler: this step is skipped
             self._skip_current = True
             self.skipped_steps += 1
@@ -467,7 +470,7 @@ class Tracker:
             return
         if not self.active:
             return
-        gscale = 1.0 / float(scale) if scale is not None else 1.0  # fused optimizers get still-scaled gradients
+        gscale = 1.0 / float(scale) if scale is not None else 1.0  # one host read (a sync on CUDA), fused + scaler only
         self._open()
         with torch.no_grad():
             groups = optimizer.param_groups
