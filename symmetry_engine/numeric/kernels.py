@@ -242,3 +242,18 @@ def delta_sums(old: torch.Tensor, new: torch.Tensor, t: Target) -> None:
         _nb_delta(_np3(old, t.shape3), _np3(new, t.shape3), t.rows_np, t.cols_np)
     else:
         _torch_delta(old, new, t.rows, t.cols, t.shape3)
+
+
+def vector_pre_fused(thetas: list[np.ndarray], grads: list[np.ndarray], gscale: float, lam: float,
+                     rows: np.ndarray, scratch: np.ndarray) -> None:
+    """Columns 0–6 for many 1-D parameters at once: their values concatenated, one fused pass (CPU)."""
+    th = np.concatenate(thetas)
+    g = np.concatenate(grads)
+    n = th.shape[0]
+    _nb_pre(th.reshape(n, 1, 1), g.reshape(n, 1, 1), float(gscale), float(lam), rows, scratch)
+
+
+def vector_sq_fused(bufs: list[np.ndarray], rows: np.ndarray, scratch: np.ndarray) -> None:
+    """Column 6 = x² for many 1-D momentum buffers at once (CPU)."""
+    v = np.concatenate(bufs)
+    _nb_sq(v.reshape(v.shape[0], 1, 1), rows, scratch)

@@ -224,6 +224,13 @@ class Tracker:
         self._X = torch.zeros(rows, NCOL, dtype=F64, device=dev)
         self._gather = plan_gather(self.symmetries, layout, classes, self._plans, dev)
         self._rec = torch.full((layout.record_size,), float("nan"), dtype=F64, device=dev)
+        self._csr = None
+        if dev.type == "cpu":
+            import scipy.sparse
+
+            g = self._gather
+            self._csr = scipy.sparse.csr_matrix((g.mult.numpy(), (g.dst.numpy(), g.src.numpy())),
+                                                shape=(g.size, rows * NCOL))
         self._rows_idx = torch.as_tensor(np.concatenate(
             [np.arange(p.passes[0].rows.start, p.passes[0].rows.stop) for p in self._plans]).astype(np.int64),
             device=dev)
@@ -246,6 +253,13 @@ class Tracker:
         self._vec_rows = sum(p.numel() for _, p in self._vec)
         self._vec_zeros = [torch.zeros(p.numel(), dtype=p.dtype, device=dev) for _, p in self._vec]
         self._vec_lam: tuple[tuple[float, ...], torch.Tensor | None] = ((), None)
+        self._vec_fused = bool(self._vec) and all(self.fused and kernels.uses_numba(p) and p.dtype == self._vec[0][1].dtype
+                                                  for _, p in self._vec)
+        if self._vec_fused:  # numpy views of the 1-D parameters (storage fixed) and of the buffer's first rows
+            self._vec_np = [p.detach().numpy() for _, p in self._vec]
+            self._vec_zeros_np = [z.numpy() for z in self._vec_zeros]
+            self._X_vec_np = self._X[:self._vec_rows].numpy()
+            self._vec_scratch = np.zeros((1, NCOL))
         self._any_fused = any(t.fused for _, _, ts, _, _ in self._targets for t in ts)
         self._warnings = self._class_warnings()
 
@@ -408,6 +422,12 @@ class Tracker:
         if not self._vec:
             return False
         X, nv = self._X, self._vec_rows
+        if phase == "pre" and self._vec_fused:
+            lams = {float(lam.get(n, 0.0)) for n, _ in self._vec}
+            if len(lams) == 1:
+                grads = [z if p.grad is None else p.grad.numpy() for (_, p), z in zip(self._vec, self._vec_zeros_np)]
+                kernels.vector_pre_fused(self._vec_np, grads, gscale, lams.pop(), self._X_vec_np, self._vec_scratch)
+                return True
         if phase == "pre":
             th = torch.cat([p.detach().reshape(-1) for _, p in self._vec]).to(F64)
             g = torch.cat([z if p.grad is None else p.grad.detach().reshape(-1)
@@ -433,13 +453,19 @@ class Tracker:
         bufs = [self.optimizer.state.get(p, {}).get("momentum_buffer") for _, p in self._vec]
         if any(b is None for b in bufs):
             return False
+        if self._vec_fused and all(b.dtype == self._vec[0][1].dtype and b.is_contiguous() for b in bufs):
+            kernels.vector_sq_fused([b.numpy() for b in bufs], self._X_vec_np, self._vec_scratch)
+            return True
         v = torch.cat([b.detach().reshape(-1) for b in bufs]).to(F64)
         X[:nv, 6] = v * v
         return True
 
     def _gathered(self) -> torch.Tensor:
-        """The slot statistics of the record (positions ``base:``) from X."""
+        """The slot statistics of the record (positions ``base:``) from X: one sparse product on CPU (scipy,
+        sequential per row: deterministic), a gather and one ``index_add_`` elsewhere."""
         gth = self._gather
+        if self._csr is not None:
+            return torch.from_numpy(self._csr @ self._X.numpy().reshape(-1))
         vals = self._X.view(-1)[gth.src] * gth.mult
         return torch.zeros(gth.size, dtype=F64, device=self.device).index_add_(0, gth.dst, vals)
 
