@@ -53,6 +53,18 @@ def _chunk(pool: np.ndarray, t0: int, L: int, scale: np.ndarray) -> dict[str, np
     return {"Q": q, "D": d, "G": d}
 
 
+def peak_rss() -> int:
+    """This process's peak resident set (VmHWM; ru_maxrss would include the parent's peak at fork)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(T: int, G: int, chunk: int) -> dict:
     """Stream both laws over [T+1, G] synthetic statistics; returns timings, finiteness and peak RSS."""
     from symmetry_engine.numeric.predict import continuous_coefficients
@@ -76,7 +88,7 @@ def worker(T: int, G: int, chunk: int) -> dict:
     for law, (A, C, c) in coef.items():  # compile the scan for these dtypes outside the timing
         scan_affine(A[:4], C[:4], c[:4], [warm[n] for n in names[law]], np.zeros((A.shape[1], 8)))
     out = {"T": T, "G": G, "chunk": chunk, "coefficients_s": t_coef, "numba": HAVE_NUMBA}
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = peak_rss()
     for law, (A, C, c) in coef.items():
         x = np.zeros((A.shape[1], G))
         x[0] = scale
@@ -94,7 +106,7 @@ def worker(T: int, G: int, chunk: int) -> dict:
             growth = max(growth, float((mag.max(0) / scale).max()))
         out[law] = {"seconds": secs, "group_steps_per_s": G * T / secs, "nonfinite": nonfinite,
                     "abs_min": lo, "abs_max": hi, "max_over_initial": growth}
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss_bytes"] = peak_rss()
     out["rss_before_streaming_bytes"] = rss_before
     return out
 

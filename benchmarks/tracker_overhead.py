@@ -36,7 +36,7 @@ from .common import build_zoo_model, median, now, progress, table
 
 NAME = "tracker_overhead"
 SIZES = {"quick": [dict(width=0.25, batch=32, warmup=2, steps=10)],
-         "full": [dict(width=0.25, batch=128, warmup=3, steps=40), dict(width=1.0, batch=128, warmup=2, steps=12)]}
+         "full": [dict(width=0.25, batch=128, warmup=3, steps=100), dict(width=1.0, batch=128, warmup=2, steps=16)]}
 TARGET = 1.02
 MEMORY_TARGET = 0.01  # pending records / parameter memory
 
