@@ -10,9 +10,10 @@ Why it costs little (benchmarks/README.md): per step there is no Python work per
 Each tracked parameter is read once before the step by a fused loop (numeric/kernels.py) that writes its
 per-index sums along axis 0 and axis 1 into one float64 buffer; after the step its momentum buffer is read
 once for |Δ|² (Δ = −η v for ``torch.optim.SGD``; −η(ĝ + λθ) without momentum, already summed before the
-step). A precomputed gather with one ``index_add_`` turns those sums into every slot's statistics
-(numeric/tracker_plan.py). Nesterov, ``maximize``, other optimizer classes keep a copy of the tracked
-parameters across ``step()`` (one extra copy of them) and read Δ = θ_{n+1} − θ_n.
+step). A precomputed gather (one sparse product on CPU, one ``index_add_`` elsewhere) turns those sums
+into every slot's statistics (numeric/partial_sums.py, numeric/tracker_plan.py). Nesterov, ``maximize``
+and other optimizer classes keep a copy of the tracked parameters across ``step()`` (one extra copy of
+them) and read Δ = θ_{n+1} − θ_n.
 
 Records: each step's record is built in one device buffer and streamed to ``stats.bin`` as it completes —
 on CPU written straight to the OS page cache, on CUDA copied asynchronously into one pinned host buffer
@@ -33,8 +34,8 @@ import torch
 from . import kernels
 from .classes import CLASS_COLUMNS, OptimizerClass, assign_classes, check_classes, class_row, rule_of
 from .layout import RecordLayout
+from .partial_sums import PartialSums
 from .runlog import FORMAT, RunLogError, RunWriter
-from .tracker_plan import NCOL, plan_gather, plan_params
 from ..symmetry import Symmetry
 
 F64 = torch.float64
@@ -215,52 +216,21 @@ class Tracker:
 
     # -- plan ----------------------------------------------------------------------------------------
     def _build_plan(self, classes: Sequence[OptimizerClass], layout: RecordLayout) -> None:
-        """Regions of the partial-sum buffer, the record gather, and the per-class bookkeeping."""
+        """The partial sums and record gather (partial_sums.py), and the per-class bookkeeping."""
         self.classes = list(classes)
         self.layout = layout
         self._identity = layout.identity
-        self._plans, rows = plan_params(self._params, self.symmetries)
-        dev = self.device
-        self._X = torch.zeros(rows, NCOL, dtype=F64, device=dev)
-        self._gather = plan_gather(self.symmetries, layout, classes, self._plans, dev)
-        self._rec = torch.full((layout.record_size,), float("nan"), dtype=F64, device=dev)
-        self._csr = None
-        if dev.type == "cpu":
-            import scipy.sparse
-
-            g = self._gather
-            self._csr = scipy.sparse.csr_matrix((g.mult.numpy(), (g.dst.numpy(), g.src.numpy())),
-                                                shape=(g.size, rows * NCOL))
-        self._rows_idx = torch.as_tensor(np.concatenate(
-            [np.arange(p.passes[0].rows.start, p.passes[0].rows.stop) for p in self._plans]).astype(np.int64),
-            device=dev)
-        tracked = {id(p) for p in self._params.values()}
-        self._untracked = [p for p in self._all_params if id(p) not in tracked]
+        self._sums = PartialSums(self._params, self._all_params, self.symmetries, layout, classes, self.device,
+                                 self.fused)
+        self._gather = self._sums.gather
+        self._any_fused = self._sums.any_fused
+        self._rec = torch.full((layout.record_size,), float("nan"), dtype=F64, device=self.device)
         self._class_of = {n: c.id for c in classes for n in c.params}
         self._class_params = [[self._params[n] for n in c.params if n in self._params] for c in classes]
         self._class_pos = np.asarray([layout.class_offset(c.id, col) for c in classes for col in CLASS_COLUMNS],
                                      dtype=np.int64)
         ids = {id(p): gi for gi, grp in enumerate(self.optimizer.param_groups) for p in grp["params"]}
         self._group_of = {n: ids.get(id(p)) for n, p in self._params.items()}
-        self._targets, self._vec = [], []
-        for plan in self._plans:
-            fused = self.fused and kernels.uses_numba(plan.param)
-            targets = [kernels.Target(ps.shape3, self._X[ps.rows], self._X[ps.cols], fused) for ps in plan.passes]
-            whole = plan.whole_from_rows if plan.whole_from_rows is not None else \
-                (plan.passes[0].cols.start if plan.vector and plan.uses_whole else None)
-            self._targets.append((plan.name, plan.param, targets, whole, plan.vector))
-        self._vec = [(n, p) for n, p, _, _, v in self._targets if v]
-        self._vec_rows = sum(p.numel() for _, p in self._vec)
-        self._vec_zeros = [torch.zeros(p.numel(), dtype=p.dtype, device=dev) for _, p in self._vec]
-        self._vec_lam: tuple[tuple[float, ...], torch.Tensor | None] = ((), None)
-        self._vec_fused = bool(self._vec) and all(self.fused and kernels.uses_numba(p) and p.dtype == self._vec[0][1].dtype
-                                                  for _, p in self._vec)
-        if self._vec_fused:  # numpy views of the 1-D parameters (storage fixed) and of the buffer's first rows
-            self._vec_np = [p.detach().numpy() for _, p in self._vec]
-            self._vec_zeros_np = [z.numpy() for z in self._vec_zeros]
-            self._X_vec_np = self._X[:self._vec_rows].numpy()
-            self._vec_scratch = np.zeros((1, NCOL))
-        self._any_fused = any(t.fused for _, _, ts, _, _ in self._targets for t in ts)
         self._warnings = self._class_warnings()
 
     def _class_warnings(self) -> list[str]:
@@ -375,109 +345,6 @@ class Tracker:
         self._loss_pending = True
         self._loss = loss.detach().reshape(()).to(F64) if isinstance(loss, torch.Tensor) else float(loss)
 
-    # -- statistics ----------------------------------------------------------------------------------
-    def _run_kernels(self, phase: str, sources: Mapping[str, str], gscale: float = 1.0,
-                     lam: Mapping[str, float] | None = None) -> None:
-        """Fill X for one phase: ``pre`` (θ, ĝ), ``post`` (Δ) or ``state`` (θ only, the final record).
-
-        1-D parameters go through ``_vector_pre`` / ``_vector_post`` (a few ops for all of them) when
-        they can; everything else through one fused read per parameter (numeric/kernels.py)."""
-        X, lam = self._X, lam or {}
-        vec_done = phase != "state" and self._vector_phase(phase, sources, gscale, lam)
-        for name, p, targets, whole, vector in self._targets:
-            if vector and vec_done:
-                if whole is not None and phase != "pre":
-                    X[whole] = targets[0].rows.sum(0)
-                continue
-            g = p.grad
-            if phase == "pre":
-                for t in targets:
-                    if g is None:
-                        kernels.state_sums(p, t)
-                    else:
-                        kernels.pre_sums(p, g, gscale, lam.get(name, 0.0), t)
-                continue
-            if phase == "state":
-                for t in targets:
-                    kernels.state_sums(p, t)
-            else:
-                src = sources[name]
-                if src == "momentum_buffer":
-                    buf = self.optimizer.state.get(p, {}).get("momentum_buffer") if name in self._had_grad else None
-                    if buf is not None:
-                        for t in targets:
-                            kernels.sq_sums(buf, t)
-                elif src == "snapshot":
-                    for t in targets:
-                        kernels.delta_sums(self._snapshot[name], p, t)
-                elif src == "not_updated":
-                    for t in targets:
-                        t.rows[:, 6:] = 0.0
-                        t.cols[:, 6:] = 0.0
-            if whole is not None:
-                X[whole] = targets[0].rows.sum(0)
-
-    def _vector_phase(self, phase: str, sources: Mapping[str, str], gscale: float, lam: Mapping[str, float]) -> bool:
-        """All 1-D parameters at once (float64 torch ops on the device). False: use the per-parameter path."""
-        if not self._vec:
-            return False
-        X, nv = self._X, self._vec_rows
-        if phase == "pre" and self._vec_fused:
-            lams = {float(lam.get(n, 0.0)) for n, _ in self._vec}
-            if len(lams) == 1:
-                grads = [z if p.grad is None else p.grad.numpy() for (_, p), z in zip(self._vec, self._vec_zeros_np)]
-                kernels.vector_pre_fused(self._vec_np, grads, gscale, lams.pop(), self._X_vec_np, self._vec_scratch)
-                return True
-        if phase == "pre":
-            th = torch.cat([p.detach().reshape(-1) for _, p in self._vec]).to(F64)
-            g = torch.cat([z if p.grad is None else p.grad.detach().reshape(-1)
-                           for (_, p), z in zip(self._vec, self._vec_zeros)]).to(F64)
-            if gscale != 1.0:
-                g = g * gscale
-            lams = tuple(float(lam.get(n, 0.0)) for n, _ in self._vec)
-            w = g
-            if any(lams):
-                if self._vec_lam[0] != lams:
-                    sizes = torch.as_tensor([p.numel() for _, p in self._vec], device=self.device)
-                    self._vec_lam = (lams, torch.repeat_interleave(torch.tensor(lams, dtype=F64).to(self.device), sizes))
-                w = g + self._vec_lam[1] * th
-            X[:nv, :7] = torch.stack([th * th, g * th, g * g, th, g, th.abs(), w * w], 1)
-            return True
-        if any(sources[n] not in ("momentum_buffer", "update_rule") for n, _ in self._vec):
-            return False  # snapshots, parameters outside the optimizer: per parameter
-        moms = [n for n, _ in self._vec if sources[n] == "momentum_buffer"]
-        if not moms:
-            return True   # update rule: |ĝ + λθ|² was summed before the step
-        if len(moms) < len(self._vec) or any(n not in self._had_grad for n in moms):
-            return False
-        bufs = [self.optimizer.state.get(p, {}).get("momentum_buffer") for _, p in self._vec]
-        if any(b is None for b in bufs):
-            return False
-        if self._vec_fused and all(b.dtype == self._vec[0][1].dtype and b.is_contiguous() for b in bufs):
-            kernels.vector_sq_fused([b.numpy() for b in bufs], self._X_vec_np, self._vec_scratch)
-            return True
-        v = torch.cat([b.detach().reshape(-1) for b in bufs]).to(F64)
-        X[:nv, 6] = v * v
-        return True
-
-    def _gathered(self) -> torch.Tensor:
-        """The slot statistics of the record (positions ``base:``) from X: one sparse product on CPU (scipy,
-        sequential per row: deterministic), a gather and one ``index_add_`` elsewhere."""
-        gth = self._gather
-        if self._csr is not None:
-            return torch.from_numpy(self._csr @ self._X.numpy().reshape(-1))
-        vals = self._X.view(-1)[gth.src] * gth.mult
-        return torch.zeros(gth.size, dtype=F64, device=self.device).index_add_(0, gth.dst, vals)
-
-    def _grad_sq(self, gscale: float) -> torch.Tensor:
-        """|ĝ|² over every parameter of the model that has a gradient (float64, on the device)."""
-        total = self._X[self._rows_idx, 2].sum()
-        grads = [p.grad for p in self._untracked if p.grad is not None]
-        if grads:
-            norms = torch._foreach_norm(grads)
-            total = total + torch.stack([n.to(F64) for n in norms]).square().sum().to(self.device) * gscale ** 2
-        return total
-
     # -- hooks ---------------------------------------------------------------------------------------
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self._closed:
@@ -506,8 +373,8 @@ class Tracker:
             lam = {n: float(groups[gi]["weight_decay"]) for n, gi in self._group_of.items()
                    if self._sources[n] == "update_rule"}
             self._snapshot = {n: self._params[n].detach().clone() for n, s in self._sources.items() if s == "snapshot"}
-            self._run_kernels("pre", self._sources, gscale, lam)
-            self._rec[3] = self._grad_sq(gscale)
+            self._sums.run("pre", optimizer, self._sources, self._had_grad, self._snapshot, gscale, lam)
+            self._rec[3] = self._sums.grad_sq(gscale)
             hp = np.asarray([v for c, ps in zip(self.classes, self._class_params)
                              for v in class_row(optimizer, c, ps)], dtype=np.float64)
             factor = np.ones(len(self.classes))
@@ -530,8 +397,8 @@ class Tracker:
         if self._current is None:
             return
         with torch.no_grad():
-            self._run_kernels("post", self._sources)
-            self._rec[self._gather.base:] = self._gathered()
+            self._sums.run("post", optimizer, self._sources, self._had_grad, self._snapshot)
+            self._rec[self._gather.base:] = self._sums.gathered()
         info, self._current = self._current, None
         self._snapshot = {}
         self._loss = float("nan")
@@ -562,9 +429,9 @@ class Tracker:
         w = self._open()
         self._sink.drain()
         with torch.no_grad():
-            self._run_kernels("state", {})
+            self._sums.run("state", self.optimizer)
             rec = self._rec.clone()
-            rec[self._gather.base:] = self._gathered()
+            rec[self._gather.base:] = self._sums.gathered()
             rec[self._gather.grad_positions] = float("nan")
             rec[:4] = torch.tensor([float(self.step), 1.0, float("nan"), float("nan")], dtype=F64)
             rec[torch.as_tensor(self._class_pos, device=self.device)] = float("nan")
