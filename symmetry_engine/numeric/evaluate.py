@@ -304,6 +304,8 @@ def _evaluate_kind(kind: str, ks, sched, T: int, rows: int, th: Thresholds, gnor
                 (not closed and n in ("law", "symmetric")):
             diff[n][:] = np.nan
     opt_b, drift = np.zeros(G), np.zeros(G)
+    if closed and exact is None:  # no law to compare: the optimizer-induced breaking is unknown
+        opt_b[:], drift[:] = np.nan, np.nan
     brk, exercised = np.zeros(G), np.zeros(G, dtype=bool)
     xi_t = np.sqrt(entries)[None, :] if kind == "translation" else None
     series = {n: np.empty((keep.shape[0], G)) for n in ("measured",) + names}
@@ -348,10 +350,8 @@ def _evaluate_kind(kind: str, ks, sched, T: int, rows: int, th: Thresholds, gnor
                 series[n][sel] = np.nan if v is None else v[keep[sel] - t0 - 1]
     denom = np.maximum(norm, _TINY)
     err = {n: diff[n] / denom for n in names}
-    if closed:
-        opt_breaking = opt_b / denom
-    else:
-        opt_breaking = opt_b / denom
+    opt_breaking = opt_b / denom
+    if not closed:
         drift = np.zeros_like(norm)
     classes = [c.cls for c in sched]
     unobserved = np.zeros(G, dtype=bool)

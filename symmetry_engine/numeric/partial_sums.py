@@ -66,14 +66,14 @@ class PartialSums:
             self._vec_scratch = np.zeros((1, NCOL))
         self.any_fused = any(t.fused for _, _, ts, _, _ in self._targets for t in ts)
 
-    def run(self, phase: str, optimizer: torch.optim.Optimizer, sources: Mapping[str, str] = {},
-            had_grad: set[str] = frozenset(), snapshot: Mapping[str, torch.Tensor] = {}, gscale: float = 1.0,
-            lam: Mapping[str, float] | None = None) -> None:
+    def run(self, phase: str, optimizer: torch.optim.Optimizer, sources: Mapping[str, str] | None = None,
+            had_grad: set[str] | frozenset[str] = frozenset(), snapshot: Mapping[str, torch.Tensor] | None = None,
+            gscale: float = 1.0, lam: Mapping[str, float] | None = None) -> None:
         """Fill X for one phase: ``pre`` (θ, ĝ), ``post`` (Δ) or ``state`` (θ only, the final record).
 
-        1-D parameters go through ``_vector_pre`` / ``_vector_post`` (a few ops for all of them) when
-        they can; everything else through one fused read per parameter (numeric/kernels.py)."""
-        X, lam = self.X, lam or {}
+        1-D parameters go through ``_vector_phase`` (one pass for all of them) when they can; everything
+        else through one fused read per parameter (numeric/kernels.py)."""
+        X, lam, sources, snapshot = self.X, lam or {}, sources or {}, snapshot or {}
         vec_done = phase != "state" and self._vector_phase(phase, optimizer, sources, had_grad, gscale, lam)
         for name, p, targets, whole, vector in self._targets:
             if vector and vec_done:
