@@ -23,10 +23,12 @@ def _summary(results: dict) -> list[str]:
     lines = []
     r = results.get(tracker_overhead.NAME)
     if r:
-        lines.append(f"tracker overhead: {r['ratio_of_medians']:.2f}x per step (target <= {r['target']}x); "
-                     f"{r['groups']} groups; {r['bytes_per_step']:.0f} B/step to stats.bin; tracker memory "
-                     f"{r['memory_ratio_plan']:.2f}x params (plan), {r['memory_ratio_default_flush']:.2f}x with "
-                     "the default 50 pending records")
+        for key, w in r["widths"].items():
+            t, p = w["tracked"], w["paper"]
+            lines.append(f"tracker overhead ({key.replace('_', ' ')}, {w['groups']} groups): "
+                         f"{t['ratio_paired_median']:.3f}x per step end to end, {t['ratio_hook']:.3f}x by hook time "
+                         f"(goal <= {r['target']}x); paper buffers {p['ratio_paired_median']:.3f}x; pending records "
+                         f"{w['memory_ratio_pending']:.4f}x params (goal <= 0.01), paper {w['memory_ratio_paper']:.1f}x")
     r = results.get(analyzer_time.NAME)
     if r:
         lines.append("analyze / fwd+bwd: " + ", ".join(f"{k} {v['ratio_analyze_over_fwd_bwd']:.2f}x "
@@ -37,10 +39,9 @@ def _summary(results: dict) -> list[str]:
                      f"({r['symmetries']} symmetries)")
     r = results.get(law_throughput.NAME)
     if r:
-        lines.append(f"laws on [{r['config']['T'] + 1}, {r['config']['G']}]: exact {r['predict_exact']['seconds']:.2f} s "
-                     f"({r['predict_exact']['group_steps_per_s']:.3g} group*steps/s), continuous "
-                     f"{r['predict_continuous']['seconds']:.2f} s ({r['predict_continuous']['group_steps_per_s']:.3g}); "
-                     f"finite: {r['all_finite']}")
+        lines.append(f"laws on [{r['config']['T'] + 1}, {r['config']['G']}] streamed: exact {r['exact']['seconds']:.2f} s, "
+                     f"continuous {r['continuous']['seconds']:.2f} s (goal < {r['target_s']:g} s each), peak RSS "
+                     f"{r['peak_rss_bytes'] / 2**20:.0f} MiB; finite: {r['all_finite']}")
     r = results.get(cli_startup.NAME)
     if r:
         c, f = r["commands"], r["run_files"]

@@ -197,7 +197,7 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoints: bool = True) -> Evalua
     log = read_run(run_dir)
     rows = _rows_to_compare(log)
     T = rows - 1
-    th = Thresholds.for_dtype(log.meta.get("dtype"))
+    th = Thresholds.for_dtype(log.meta.get("dtype"), (log.meta.get("amp") or {}).get("autocast_dtype"))
     sched = class_laws.schedules(log, T)
     warns = list(log.warnings)
     warns += [f"tracker: {w}" for w in (log.meta.get("tracker") or {}).get("warnings", [])]
@@ -208,23 +208,28 @@ def evaluate_run(run_dir: str | os.PathLike, checkpoints: bool = True) -> Evalua
     gnorm = np.sqrt(np.maximum(np.asarray(log.grad_sq[:T], dtype=float), 0.0))
     series: dict[str, KindSeries] = {}
     groups: list[GroupResult] = []
+    keep = series_rows(rows, max((ks.groups for ks in log.stats.values()), default=1))
     pred_errors: dict[str, str] = {}
     for kind in KINDS:
         if kind not in log.stats:
             continue
         ks = log.stats[kind]
         syms = log.symmetries_of(kind)
-        res = _evaluate_kind(kind, ks, sched, T, rows, th, gnorm, entries[log.groups[kind]], syms, pred_errors)
+        res = _evaluate_kind(kind, ks, sched, T, rows, th, gnorm, entries[log.groups[kind]], syms, pred_errors, keep)
         series[kind] = res.series
         for j, (gi, s) in enumerate(zip(log.groups[kind], syms)):
             groups.append(res.group(j, gi, s, ks))
     summary, layers = _summaries(groups)
     main = next((s for s in sched if s.cls.trained), sched[0] if sched else None)
     lrs = main.lr if main is not None else np.zeros(T)
-    ev = Evaluation(run_dir=log.run_dir, meta=log.meta, steps=log.steps[:rows], lrs=lrs, losses=log.losses[:T],
+    ev = Evaluation(run_dir=log.run_dir, meta=log.meta, steps=log.steps[:rows][keep], lrs=lrs, losses=log.losses[:T],
                     series=series, groups=groups, summary=summary, layers=layers, thresholds=th,
                     classes=_class_summaries(sched), prediction_errors=pred_errors, warnings=warns)
-    ev.angular = _angular(log, sched, T, rows)
+    if keep.shape[0] == rows:
+        ev.angular = _angular(log, sched, T, rows)
+    else:
+        ev.warnings.append(f"long run: trajectories kept at {keep.shape[0]} of {rows} rows for figures; the "
+                           "spherical-motion (angular update) summary is skipped")
     from .matrix_evaluate import evaluate_matrix_run  # matrix symmetries have their own log (matrix.json/.bin)
 
     ev.matrix = evaluate_matrix_run(log.run_dir)
@@ -256,47 +261,108 @@ class _KindResult:
                            float(self.final["continuous"][j]), float(self.norm[j]))
 
 
+#: Rows of statistics held at once per kind (chunks of steps × slots): bounds the evaluation's memory.
+CHUNK_VALUES = int(os.environ.get("NMECH_EVAL_CHUNK_VALUES", str(4_000_000)))
+#: Up to this many trajectory values per kind are kept for figures; longer runs keep evenly spaced rows.
+SERIES_VALUES = int(os.environ.get("NMECH_EVAL_SERIES_VALUES", str(20_000_000)))
+
+
+def series_rows(rows: int, groups: int) -> np.ndarray:
+    """The log rows whose trajectories are kept (all of them when they fit in SERIES_VALUES)."""
+    if rows * max(1, groups) <= SERIES_VALUES:
+        return np.arange(rows)
+    keep = max(2, SERIES_VALUES // max(1, groups))
+    return np.unique(np.linspace(0, rows - 1, keep).round().astype(np.int64))
+
+
 def _evaluate_kind(kind: str, ks, sched, T: int, rows: int, th: Thresholds, gnorm: np.ndarray,
-                   entries: np.ndarray, syms: Sequence[Symmetry], pred_errors: dict[str, str]) -> _KindResult:
-    measured = ks.total(quantity_column(kind), slice(0, rows))
-    size = np.abs(ks.total(scale_column(kind), slice(0, rows)))
-    norm = np.max(size, axis=0)
-    nan = np.full_like(measured, np.nan)
+                   entries: np.ndarray, syms: Sequence[Symmetry], pred_errors: dict[str, str],
+                   keep: np.ndarray) -> _KindResult:
+    """One kind's errors, breaking and verdicts, streaming over chunks of steps with the laws' states carried
+    (class_laws forecasts): the log is read once, a chunk of rows at a time."""
+    qcol, scol, bcol = quantity_column(kind), scale_column(kind), "P" if kind == "translation" else "Q"
+    G = ks.groups
     closed = all(s.closed for s in sched)
-    preds: dict[str, np.ndarray] = {}
+    exact = cont = None
     try:
         if closed:
-            for mode, name in (("identity", "exact"), ("law", "law"), ("symmetric", "symmetric")):
-                preds[name] = class_laws.group_totals(ks, class_laws.forecast_exact(kind, ks, sched, T, mode))
+            exact = class_laws.ExactForecast(kind, ks, sched, T)
         else:
-            preds["exact"] = class_laws.group_totals(ks, class_laws.forecast_identity_any(kind, ks, T))
+            exact = class_laws.IdentityForecast(kind, ks)
             rule = sched[0].spec().describe() if sched else "this optimizer"
             pred_errors[f"{kind}/law"] = f"{rule}: no closed law (the identity and the breaking are checked)"
             pred_errors[f"{kind}/continuous"] = f"{rule}: the update is not linear in the gradient; no continuous law"
     except (LawUnavailable, ValueError, KeyError) as exc:
         pred_errors[f"{kind}/exact"] = " ".join(str(exc).split()) or type(exc).__name__
-    try:
-        preds["continuous"] = class_laws.forecast_continuous(kind, ks, sched, T) \
-            if closed else nan
-    except (LawUnavailable, ValueError, KeyError) as exc:
-        pred_errors[f"{kind}/continuous"] = " ".join(str(exc).split()) or type(exc).__name__
-    for name in ("exact", "law", "symmetric", "continuous"):
-        preds.setdefault(name, nan)
+        exact = None
+    if closed:
+        try:
+            cont = class_laws.ContinuousForecast(kind, ks, sched, T)
+        except (LawUnavailable, ValueError, KeyError) as exc:
+            pred_errors[f"{kind}/continuous"] = " ".join(str(exc).split()) or type(exc).__name__
+    names = ("exact", "law", "symmetric", "continuous")
+    m0 = ks.total(qcol, slice(0, 1))[0]
+    norm = np.abs(ks.total(scol, slice(0, 1))[0])
+    diff = {n: np.zeros(G) for n in names}
+    for n in names:
+        if (n == "continuous" and cont is None) or (n != "continuous" and exact is None) or \
+                (not closed and n in ("law", "symmetric")):
+            diff[n][:] = np.nan
+    opt_b, drift = np.zeros(G), np.zeros(G)
+    if closed and exact is None:  # no law to compare: the optimizer-induced breaking is unknown
+        opt_b[:], drift[:] = np.nan, np.nan
+    brk, exercised = np.zeros(G), np.zeros(G, dtype=bool)
+    xi_t = np.sqrt(entries)[None, :] if kind == "translation" else None
+    series = {n: np.empty((keep.shape[0], G)) for n in ("measured",) + names}
+    series["measured"][0] = m0
+    for n in names:
+        series[n][0] = np.nan if np.isnan(diff[n][0] if G else 0.0) else m0
+    final = {n: series[n][0].copy() for n in ("measured",) + names}
+    step = max(1, CHUNK_VALUES // max(1, ks.slot_group.shape[0] * 4))
+    for t0 in range(0, T, step):
+        t1 = min(T, t0 + step)
+        meas = ks.total(qcol, slice(t0 + 1, t1 + 1))
+        norm = np.maximum(norm, np.max(np.abs(ks.total(scol, slice(t0 + 1, t1 + 1))), axis=0))
+        preds: dict[str, np.ndarray] = {}
+        if exact is not None:
+            if closed:
+                for mode, got in exact.advance(t0, t1).items():
+                    preds["exact" if mode == "identity" else mode] = class_laws.group_totals(ks, got)
+            else:
+                preds["exact"] = class_laws.group_totals(ks, exact.advance(t0, t1))
+        if cont is not None:
+            preds["continuous"] = cont.advance(t0, t1)
+        for n, v in preds.items():
+            diff[n] = np.maximum(diff[n], np.max(np.abs(meas - v), axis=0))
+        if closed and "law" in preds:
+            opt_b = np.maximum(opt_b, np.max(np.abs(preds["law"] - preds["symmetric"]), axis=0))
+            drift = np.maximum(drift, np.max(np.abs(preds["exact"] - preds["law"]), axis=0))
+        elif not closed:
+            opt_b = np.maximum(opt_b, np.max(np.abs(meas - m0[None]), axis=0))
+        inner = np.abs(ks.total(bcol, slice(t0, t1)))
+        exercised |= np.any(inner != 0, axis=0)
+        xi = xi_t if xi_t is not None else np.sqrt(np.maximum(ks.total("M", slice(t0, t1)), 0.0))
+        denom = gnorm[t0:t1, None] * xi
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(denom > 0, inner / np.where(denom > 0, denom, 1.0), 0.0)
+        brk = np.maximum(brk, np.max(ratio, axis=0, initial=0.0))
+        sel = np.flatnonzero((keep > t0) & (keep <= t1))
+        for n in ("measured",) + names:
+            v = meas if n == "measured" else preds.get(n)
+            last = np.full(G, np.nan) if v is None else v[-1]
+            final[n] = last
+            if sel.size:
+                series[n][sel] = np.nan if v is None else v[keep[sel] - t0 - 1]
     denom = np.maximum(norm, _TINY)
-    err = {k: np.max(np.abs(measured - v), axis=0) / denom for k, v in preds.items()}
+    err = {n: diff[n] / denom for n in names}
+    opt_breaking = opt_b / denom
+    if not closed:
+        drift = np.zeros_like(norm)
     classes = [c.cls for c in sched]
-    unobserved = np.zeros(ks.groups, dtype=bool)
+    unobserved = np.zeros(G, dtype=bool)
     for j, c in zip(ks.slot_group, ks.slot_class):
         unobserved[j] |= not classes[c].requires_grad
-    breaking = np.where(unobserved, np.nan, _breaking(kind, ks, T, gnorm, entries))
-    exercised = np.any(ks.total("P" if kind == "translation" else "Q", slice(0, T)) != 0, axis=0) if T else \
-        np.zeros(ks.groups, dtype=bool)
-    if closed:
-        opt_breaking = np.max(np.abs(preds["law"] - preds["symmetric"]), axis=0) / denom
-        drift = np.max(np.abs(preds["exact"] - preds["law"]), axis=0)
-    else:
-        opt_breaking = np.max(np.abs(measured - measured[:1]), axis=0) / denom
-        drift = np.zeros_like(norm)
+    breaking = np.where(unobserved, np.nan, brk if T else np.zeros(G))
     verdicts = []
     for j, s in enumerate(syms):
         eps = float((s.extra or {}).get("eps", 0.0) or 0.0)
@@ -304,25 +370,9 @@ def _evaluate_kind(kind: str, ks, sched, T: int, rows: int, th: Thresholds, gnor
         verdicts.append(judge(th, err_law=e_law, breaking=float(breaking[j]) if np.isfinite(breaking[j]) else None,
                               eps=eps, size_max=float(norm[j]), breaking_drift=float(drift[j]), closed_law=closed,
                               exercised=bool(exercised[j])))
-    series = KindSeries(measured, preds["exact"], preds["law"], preds["continuous"], norm, list(syms),
-                        [v.verdict for v in verdicts])
-    final = {k: v[-1] for k, v in (("measured", measured), ("exact", preds["exact"]), ("law", preds["law"]),
-                                   ("continuous", preds["continuous"]))}
-    return _KindResult(series, err, breaking, opt_breaking, verdicts, final, norm)
-
-
-def _breaking(kind: str, ks, T: int, gnorm: np.ndarray, entries: np.ndarray) -> np.ndarray:
-    """Per group, max over steps of |⟨ĝ, ξ⟩| / (|ĝ| |ξ|) (|ĝ| over the whole model, as certification uses)."""
-    col = "P" if kind == "translation" else "Q"
-    inner = np.abs(ks.total(col, slice(0, T)))
-    if kind == "translation":
-        xi = np.sqrt(entries)[None, :]
-    else:
-        xi = np.sqrt(np.maximum(ks.total("M", slice(0, T)), 0.0))
-    denom = gnorm[:, None] * xi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(denom > 0, inner / np.where(denom > 0, denom, 1.0), 0.0)
-    return np.max(ratio, axis=0, initial=0.0) if T else np.zeros(inner.shape[1])
+    ser = KindSeries(series["measured"], series["exact"], series["law"], series["continuous"], norm, list(syms),
+                     [v.verdict for v in verdicts])
+    return _KindResult(ser, err, breaking, opt_breaking, verdicts, final, norm)
 
 
 def _class_summaries(sched) -> list[dict[str, Any]]:

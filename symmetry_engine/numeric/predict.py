@@ -148,62 +148,64 @@ def _continuous_coeffs(kind: str, spec: RuleSpec):
     return 2, sp.lambdify(args, law.gamma), sp.lambdify(args, law.omega2), sp.lambdify(args, drive_per_k)
 
 
-def _first_order(x0: np.ndarray, lrs: np.ndarray, F: np.ndarray | None, decay, drive, p) -> np.ndarray:
-    """x' = −a x + b F with F piecewise constant per step: exact per-step update, no growth."""
-    T = lrs.shape[0]
-    out = np.empty((T + 1, x0.shape[0]))
-    out[0] = x = x0
-    for n in range(T):
-        h = float(lrs[n])
-        a = float(decay(h, *p))
-        phi = -np.expm1(-a * h) / a if a != 0 else h       # ∫_0^h e^{−a s} ds
-        x = np.exp(-a * h) * x
-        if F is not None:
-            x = x + float(drive(h, *p)) * F[n] * phi
-        out[n + 1] = x
-    return out
-
-
-def _zoh(gamma: float, omega2: float, h: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact zero-order-hold discretization of x'' + 2γx' + ω²x = f over one step h."""
+def _zoh(gamma: np.ndarray, omega2: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact zero-order-hold discretization of x'' + 2γx' + ω²x = f over steps h: Φ [n, 2, 2], Γ [n, 2]."""
     import scipy.linalg  # lazy: keeps `nmech laws` (which never integrates) fast to start
 
-    M = np.zeros((3, 3))
-    M[0, 1], M[1, 0], M[1, 1], M[1, 2] = 1.0, -omega2, -2.0 * gamma, 1.0
-    E = scipy.linalg.expm(M * h)
-    return E[:2, :2], E[:2, 2]
+    M = np.zeros((len(h), 3, 3))
+    M[:, 0, 1], M[:, 1, 0], M[:, 1, 1], M[:, 1, 2] = 1.0, -omega2, -2.0 * gamma, 1.0
+    E = scipy.linalg.expm(M * np.asarray(h)[:, None, None])
+    return E[:, :2, :2], E[:, :2, 2]
 
 
-def _oscillator_segment(z: np.ndarray, f: np.ndarray, Phi: np.ndarray, Gam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """States z=(x, x') [2, G], inputs f [L, G] → x at steps 1..L and the final state.
+def continuous_coefficients(kind: str, spec: RuleSpec, lrs: np.ndarray, lam: np.ndarray, beta: np.ndarray,
+                            damp: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The continuous law as a per-step affine recurrence for numeric/scan.py: ``A [T, k, k]``, ``C [T, k, 1]``
+    (the drive D or G per step; translation has none), ``c [T, k]``.
 
-    Long segments use ``lfilter`` on the second-order difference equation implied by Cayley–Hamilton
-    (poles e^{α±h}, |·| ≤ 1: nothing grows, float32 inputs are safe); short ones a direct loop.
-    """
-    import scipy.signal
-
-    L = f.shape[0]
-    if L < 64:
-        xs = np.empty_like(f, dtype=np.float64)
-        for n in range(L):
-            z = Phi @ z + np.outer(Gam, f[n])
-            xs[n] = z[0]
-        return xs, z
-    tau, delta = np.trace(Phi), np.linalg.det(Phi)
-    a = np.array([1.0, -tau, delta])
-    f_ext = np.concatenate([np.asarray(f, dtype=np.float64), np.zeros((1, f.shape[1]))])
-    imp = np.zeros(L + 1)
-    imp[0] = 1.0
-    ys = []
-    for C in (np.array([1.0, 0.0]), np.array([0.0, 1.0])):
-        b_forced = np.array([0.0, C @ Gam, C @ (Phi - tau * np.eye(2)) @ Gam])
-        forced = scipy.signal.lfilter(b_forced, a, f_ext, axis=0)
-        free = np.zeros((L + 1, z.shape[1]))
-        for j in range(2):  # response to the unit initial state e_j
-            y0, y1 = C[j], (C @ Phi)[j]
-            free += np.outer(scipy.signal.lfilter([y0, y1 - tau * y0], a, imp), z[j])
-        ys.append(forced + free)
-    return ys[0][1:], np.stack([ys[0][L], ys[1][L]])
+    First order (plain SGD): x' = −a x + b F with F held over the step: x ← e^{−ah} x + b φ F, φ = ∫_0^h e^{−as} ds
+    (exact per step, no growth). Second order (momentum): the state (x, x') under the exact zero-order hold
+    of x'' + 2γx' + ω²x = f, with γ, ω² frozen on every maximal run of constant (η, λ, β, d). Idle steps
+    (class not updated) and h = 0 hold the state."""
+    coeffs = _continuous_coeffs(kind, spec)
+    lrs = np.asarray(lrs, dtype=np.float64)
+    T = lrs.shape[0]
+    k = coeffs[0]
+    A = np.zeros((T, k, k))
+    C = np.zeros((T, k, 1))
+    c = np.zeros((T, k))
+    A[:] = np.eye(k)
+    p = (np.asarray(lam, dtype=np.float64), np.asarray(beta, dtype=np.float64), np.asarray(damp, dtype=np.float64))
+    on = np.asarray(active, dtype=bool)
+    if k == 1:
+        h = lrs
+        a = np.broadcast_to(np.asarray(coeffs[1](h, *p), dtype=np.float64), (T,))
+        b = np.broadcast_to(np.asarray(coeffs[2](h, *p), dtype=np.float64), (T,))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.where(a != 0, -np.expm1(-a * h) / np.where(a != 0, a, 1.0), h)
+        A[on, 0, 0] = np.exp(-a * h)[on]
+        C[on, 0, 0] = (b * phi)[on]
+        return A, C, c
+    _, gam_f, om_f, drive_f = coeffs
+    key = np.stack([lrs, *p, on.astype(float)], 1)
+    change = np.flatnonzero(np.any(key[1:] != key[:-1], axis=1)) + 1
+    starts = np.concatenate([[0], change]).astype(int)
+    stops = np.concatenate([change, [T]]).astype(int)
+    h = lrs[starts] * (1.0 - p[2][starts])
+    run = on[starts] & (h > 0)
+    if run.any():
+        hs, ps = h[run], tuple(x[starts[run]] for x in p)
+        bc = lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), hs.shape)  # noqa: E731
+        Phi, Gam = _zoh(bc(gam_f(hs, *ps)), bc(om_f(hs, *ps)), hs)
+        force = bc(drive_f(hs, *ps)) / hs ** 2
+        seg = np.repeat(np.arange(len(starts)), stops - starts)  # segment of every step
+        idx = np.full(len(starts), -1)
+        idx[run] = np.arange(run.sum())
+        j = idx[seg]
+        m = j >= 0
+        A[m] = Phi[j[m]]
+        C[m, :, 0] = Gam[j[m]] * force[j[m]][:, None]
+    return A, C, c
 
 
 def predict_continuous(kind: str, stats: Mapping[str, np.ndarray], lrs: np.ndarray,
@@ -224,37 +226,17 @@ def continuous_for_class(kind: str, spec: RuleSpec, x0: np.ndarray, drive: np.nd
                          lam: np.ndarray, beta: np.ndarray, damp: np.ndarray, active: np.ndarray) -> np.ndarray:
     """Continuous law with per-step hyper-parameters, [T+1, G]: coefficients frozen on every maximal run of
     constant (η, λ, β, d); the state is carried across; idle steps (class not updated) hold it."""
+    from .scan import scan_affine
+
     if not spec.closed:
         raise LawUnavailable(f"{spec.describe()}: the update is not linear in the gradient; no continuous law")
-    coeffs = _continuous_coeffs(kind, spec)
-    T, G = lrs.shape[0], x0.shape[0]
-    quadratic = kind != "translation"
+    A, C, c = continuous_coefficients(kind, spec, lrs, lam, beta, damp, active)
+    T, G = np.asarray(lrs).shape[0], x0.shape[0]
     out = np.empty((T + 1, G))
     out[0] = x0
-    key = np.stack([lrs, lam, beta, damp, active.astype(float)], 1)
-    change = np.flatnonzero(np.any(key[1:] != key[:-1], axis=1)) + 1
-    bounds = np.concatenate([[0], change, [T]]).astype(int)
-    z = np.stack([x0, np.zeros(G)])
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        if stop <= start:
-            continue
-        if not active[start]:
-            out[start + 1:stop + 1] = out[start]
-            continue
-        p = (float(lam[start]), float(beta[start]), float(damp[start]))
-        if coeffs[0] == 1:
-            F = drive[start:stop] if quadratic else None
-            seg = _first_order(out[start], lrs[start:stop], F, coeffs[1], coeffs[2], p)
-            out[start + 1:stop + 1] = seg[1:]
-            continue
-        _, gam_f, om_f, drive_f = coeffs
-        h = float(lrs[start]) * (1.0 - p[2])
-        if h <= 0:
-            out[start + 1:stop + 1] = out[start]
-            continue
-        Phi, Gam = _zoh(float(gam_f(h, *p)), float(om_f(h, *p)), h)
-        D = drive[start:stop] if quadratic else np.zeros((stop - start, G))
-        z = np.stack([out[start], z[1]])
-        xs, z = _oscillator_segment(z, float(drive_f(h, *p)) * D / h**2, Phi, Gam)
-        out[start + 1:stop + 1] = xs
+    x = np.zeros((A.shape[1], G))
+    x[0] = x0
+    inputs = [np.asarray(drive)[:T]] if kind != "translation" else [np.zeros((T, G))]
+    if T:
+        scan_affine(A, C, c, inputs, x, out=out[1:])
     return out

@@ -180,13 +180,14 @@ def _read_index(path: Path, record_size: int) -> _Index:
     return idx
 
 
-def read_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
-    """The verified records of ``path`` as ``[n, record_size]`` float64, and warnings about the rest.
+def _verified(path: Path, record_size: int) -> tuple[np.ndarray, int, list[str]]:
+    """A read-only map of ``path``'s complete records, how many of them are verified, and warnings.
 
-    Records are used up to the first block whose checksum fails or that the file no longer holds in full;
-    that block is named. Records after the last checksummed block (a write the process did not finish)
-    and a partial record are reported and left out. Nothing is rewritten. A log without ``stats.crc``
-    (written before checksums existed) is read whole, with a warning that it cannot be verified.
+    Records are verified up to the first block whose checksum fails or that the file no longer holds in
+    full; that block is named. Records after the last checksummed block (a write the process did not
+    finish) and a partial record are reported and left out. A log without ``stats.crc`` (written before
+    checksums existed) is used whole, with a warning that it cannot be verified. The file is read once,
+    block by block, never held in memory whole.
     """
     path = Path(path)
     if not path.exists():
@@ -195,16 +196,15 @@ def read_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
     rec_bytes = R * DTYPE.itemsize
     idx = _read_index(path, R)          # the index first: an entry only ever vouches for bytes written before it
     n_raw, rest = divmod(path.stat().st_size, rec_bytes)
-    raw = np.fromfile(path, dtype=DTYPE, count=n_raw * R)
-    n_raw = raw.size // R
+    raw = np.memmap(path, dtype=DTYPE, mode="r", shape=(n_raw, R)) if n_raw else np.zeros((0, R), dtype=DTYPE)
     warns: list[str] = []
+    bad = False
     if not idx.present:
         if n_raw:
             warns.append(f"{crc_path(path).name} is missing: the {n_raw} records of {path.name} cannot be verified")
-        good, bad = n_raw, False
+        good = n_raw
     else:
-        good, bad = 0, False
-        view = memoryview(raw).cast("B")
+        good = 0
         for k, (end, crc) in enumerate(zip(idx.ends, idx.crcs)):
             where = f"{path.name} block {k} (records {good}–{end - 1})"
             if end > n_raw:
@@ -212,9 +212,9 @@ def read_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
                              f"was written); using the {good} records before it")
                 bad = True
                 break
-            if zlib.crc32(view[good * rec_bytes:end * rec_bytes]) != crc:
-                warns.append(f"{where} fails its checksum (the file was changed after it was written); "
-                             f"using the {good} records before it")
+            if zlib.crc32(memoryview(np.ascontiguousarray(raw[good:end])).cast("B")) != crc:
+                warns.append(f"{where} fails its checksum (the file was changed after it was written, or a power "
+                             f"cut kept its entry but not all of its bytes); using the {good} records before it")
                 bad = True
                 break
             good = end
@@ -226,7 +226,23 @@ def read_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
     if rest and not bad:
         warns.append(f"{path.name} ends in a partial record ({rest} of {rec_bytes} bytes, torn write); "
                      f"using the {good} complete records")
-    return raw[:good * R].reshape(good, R), warns
+    return raw, good, warns
+
+
+def read_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
+    """The verified records of ``path`` as ``[n, record_size]`` float64 in memory, and warnings (see
+    :func:`_verified`). Nothing is rewritten."""
+    raw, good, warns = _verified(path, record_size)
+    return np.array(raw[:good], dtype=DTYPE), warns
+
+
+def map_records(path: Path, record_size: int) -> tuple[np.ndarray, list[str]]:
+    """The verified records of ``path`` as a read-only memory map ``[n, record_size]``, and warnings.
+
+    Rows are read from the file only when used, so a reader can walk a log larger than memory in chunks of
+    steps (numeric/runlog.py ``read_run(mmap=True)``). Same framing rules as :func:`read_records`."""
+    raw, good, warns = _verified(path, record_size)
+    return raw[:good], warns
 
 
 def count_records(path: Path, record_size: int) -> int:
@@ -238,8 +254,9 @@ def count_records(path: Path, record_size: int) -> int:
 class RecordFile:
     """Append-only file of fixed-size float64 records with a CRC-32 per flushed block (``stats.crc``).
 
-    ``flush`` writes the buffered records as one block, fsyncs, then appends and fsyncs the block's
-    checksum entry. A write that fails (disk full) is rolled back and its records stay buffered.
+    ``write`` hands the buffered records to the OS as one block followed by its checksum entry; ``flush``
+    does that and fsyncs both files. A write that fails (disk full) is rolled back and its records stay
+    buffered.
     """
 
     def __init__(self, path: Path, record_size: int, keep: int | None = None) -> None:
@@ -300,8 +317,12 @@ class RecordFile:
             raise RunLogError(f"record of shape {np.shape(records)} does not match record_size {self.record_size}")
         self._buffer.append(rec)
 
-    def flush(self) -> None:
-        """Write the buffered records as one checksummed block (data, fsync, entry, fsync)."""
+    def write(self) -> None:
+        """Hand the buffered records to the OS as one checksummed block (data, then its entry), without
+        fsync: the records survive a killed process at once and a power cut after the next ``flush``. The
+        data is written before its entry, so a kill never leaves an entry vouching for missing bytes; after
+        a power cut an entry whose bytes did not reach the disk fails its checksum and is named. A write
+        that fails (disk full) is rolled back and its records stay buffered."""
         if not self._buffer or self._fd < 0:
             return
         blocks, self._buffer = self._buffer, []
@@ -309,9 +330,7 @@ class RecordFile:
         n = len(payload) // self._rec_bytes
         try:
             _write(self._fd, payload)
-            os.fsync(self._fd)
             _write(self._ifd, _entry(self._records + n, zlib.crc32(payload)))
-            os.fsync(self._ifd)
         except BaseException as exc:
             _named(exc, self.path)
             self._rollback()
@@ -319,6 +338,17 @@ class RecordFile:
             raise
         self._records += n
         self._index_size += _ENTRY.size
+
+    def flush(self) -> None:
+        """``write`` what is buffered, then fsync both files: everything written so far survives a power cut."""
+        self.write()
+        if self._fd >= 0:
+            try:
+                os.fsync(self._fd)
+                os.fsync(self._ifd)
+            except BaseException as exc:
+                _named(exc, self.path)
+                raise
 
     def _rollback(self) -> None:
         """Cut both files back to the last complete block (best effort: the disk may be gone)."""

@@ -18,8 +18,8 @@ import numpy as np
 
 from .classes import CLASS_COLUMNS, OptimizerClass
 from .layout import HEADER, INITIAL_COLUMNS, KIND_ORDER, STATE_COLUMNS, RecordLayout
-from .runfile import (DTYPE, RecordFile, RunLogError, count_records, read_json, read_records, write_bytes_atomic,
-                      write_json_atomic)
+from .runfile import (DTYPE, RecordFile, RunLogError, count_records, map_records, read_json, read_records,
+                      write_bytes_atomic, write_json_atomic)
 from .runlock import RunLock
 from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
@@ -186,6 +186,10 @@ class RunWriter:
         """Write buffered records and fsync, so they survive a crash."""
         self._file.flush()
 
+    def write(self) -> None:
+        """Write buffered records without fsync (the tracker streams each record as it completes)."""
+        self._file.write()
+
     def close(self, final_record: np.ndarray | None = None, extra_meta: Mapping[str, Any] | None = None) -> None:
         """Append the final state record (if given), flush, and mark run.json closed."""
         if self._closed:
@@ -210,6 +214,45 @@ class RunWriter:
                 self._file.close()
             finally:
                 self._lock.release()
+
+
+#: Logs larger than this are read through a memory map, a chunk of rows at a time (``read_run(mmap=None)``).
+MMAP_BYTES = int(os.environ.get("NMECH_MMAP_BYTES", str(1 << 30)))
+
+
+class LazyColumn:
+    """One statistic of every slot of a kind, ``[T+1, S]``, read from the memory-mapped log on indexing.
+
+    ``col[rows]`` / ``col[rows, slots]`` return arrays (a copy of just those rows); like the in-memory
+    columns, a non-state column reads NaN in the last row (the final state has no step)."""
+
+    def __init__(self, data: np.ndarray, idx: np.ndarray, state: bool) -> None:
+        self.data, self.idx, self.state = data, idx, state
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.data.shape[0]), int(self.idx.shape[0]))
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def __getitem__(self, key):
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        n = self.data.shape[0]
+        if isinstance(rows, (int, np.integer)):
+            r = int(rows) % n
+            out = np.array(self.data[r, self.idx])
+            if not self.state and r == n - 1:
+                out[:] = np.nan
+        else:
+            pos = np.arange(n)[rows]
+            out = np.array(self.data[rows][:, self.idx])
+            if not self.state and pos.size and pos[-1] == n - 1:
+                out[pos == n - 1] = np.nan
+        return out[(Ellipsis,) + tuple(rest)] if rest else out
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 @dataclass
@@ -294,8 +337,12 @@ class RunLog:
         return [self.symmetries[i] for i in self.groups[kind]]
 
 
-def read_run(run_dir: str | os.PathLike) -> RunLog:
-    """Read and validate a run directory; raises :class:`RunLogError` with a one-line message."""
+def read_run(run_dir: str | os.PathLike, mmap: bool | None = None) -> RunLog:
+    """Read and validate a run directory; raises :class:`RunLogError` with a one-line message.
+
+    ``mmap`` (default: when stats.bin is larger than ``MMAP_BYTES``, 1 GiB) keeps the statistics in the file:
+    ``KindStats`` columns are then :class:`LazyColumn` objects that read the rows asked for, so the evaluation
+    walks a log of any length in chunks of steps with bounded memory."""
     run_dir = Path(run_dir)
     meta = _load_meta(run_dir)
     where = run_dir / META_FILE
@@ -303,7 +350,9 @@ def read_run(run_dir: str | os.PathLike) -> RunLog:
     lay, classes = _parse_layout(meta, syms, where)
     R = lay.record_size
     stats_path = run_dir / STATS_FILE
-    data, warns = read_records(stats_path, R)
+    if mmap is None:
+        mmap = stats_path.exists() and stats_path.stat().st_size > MMAP_BYTES
+    data, warns = map_records(stats_path, R) if mmap else read_records(stats_path, R)
     n = data.shape[0]
     if n == 0:
         raise RunLogError(f"{stats_path} holds no complete record")
@@ -340,6 +389,9 @@ def read_run(run_dir: str | os.PathLike) -> RunLog:
         base = offsets[idx]
         cols = {}
         for j, col in enumerate(lay.columns(kind)):
+            if mmap:
+                cols[col] = LazyColumn(data, base + j, col in STATE_COLUMNS)
+                continue
             arr = data[:, base + j].copy()
             if col not in STATE_COLUMNS:
                 arr[-1] = np.nan
@@ -391,12 +443,21 @@ def _first_nonfinite(data: np.ndarray, lay: RecordLayout, hp: Mapping[str, np.nd
         for j, col in enumerate(lay.columns(lay.kinds[g])):
             (state_idx if col in STATE_COLUMNS else grad_idx).append(int(off) + j)
     checks: list[tuple[np.ndarray, str]] = []
+
+    def bad_rows(idx: list[int], stop: int) -> np.ndarray:  # in chunks of rows: a mapped log may not fit in memory
+        out = np.zeros(stop, dtype=bool)
+        step = max(1, (1 << 22) // max(1, len(idx)))
+        for a in range(0, stop, step):
+            b = min(stop, a + step)
+            out[a:b] = ~np.isfinite(data[a:b][:, idx]).all(axis=1)
+        return out
+
     if state_idx:
-        checks.append((~np.isfinite(data[:, state_idx]).all(axis=1), "non-finite parameters"))
+        checks.append((bad_rows(state_idx, n), "non-finite parameters"))
     if n > 1:
         pad = lambda x: np.concatenate([x, [False]])  # noqa: E731 - the last row has no step
         if grad_idx:
-            checks.append((pad(~np.isfinite(data[:-1, grad_idx]).all(axis=1)), "non-finite gradient statistics"))
+            checks.append((pad(bad_rows(grad_idx, n - 1)), "non-finite gradient statistics"))
         checks.append((pad(~np.isfinite(data[:-1, 3])), "non-finite gradient norm"))
         checks.append((pad(np.isinf(losses)), "infinite loss"))
         trained = [c.id for c in classes if c.trained]

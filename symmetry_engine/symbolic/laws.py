@@ -2,9 +2,9 @@
 
 Derivations are cached per structure (family, rule key): numeric hyper-parameters stay symbols,
 so one derivation serves every learning rate, momentum and weight decay.  The exact recurrence is
-compiled with ``lambdify`` into an affine map x_{n+1} = A_n x_n + b_n whose coefficients are
-evaluated for all steps at once (vectorized over steps and groups), leaving only a tiny k×k
-product per step in the forecast loop.
+compiled with ``lambdify`` into an affine map x_{n+1} = A_n x_n + C_n u_n + c_n whose coefficients
+are evaluated for all steps at once; the steps themselves run in one compiled scan over steps and
+groups (numeric/scan.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from .modified import ContinuousLaw, ModifiedFlow, continuous_law, modified_flow
 from .optimizers import BETA, DAMP, ETA, LAM, RuleSpec, adam_update_latex
 
 PARAM_NAMES = ("lambda", "beta", "d")
+#: η used for a step with lr = 0: the momentum laws divide the recorded D = η²|v|² (exactly 0 then) by η
+#: (heavy ball) or η² (Nesterov); 1e-100 keeps η² and η³ normal, so 0/η² is 0, and every term linear in η
+#: is ~1e-100 of the others, far below float64 resolution.
+ETA_ZERO = 1e-100
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,36 @@ class CompiledRecurrence:
     matrices: tuple[Callable, Callable]   # (first, step): (eta, lambda, beta, d) -> nested list k×k
     offsets: tuple[Callable, Callable]    # (first, step): (*inputs, eta, lambda, beta, d) -> list k
 
+    def coefficients(self, lrs: np.ndarray, params: Mapping[str, float | np.ndarray], first_at: int | None = 0,
+                     active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-step ``A [T, k, k]``, ``C [T, k, m]`` (inputs in ``self.inputs`` order) and ``c [T, k]`` of
+        x_{n+1} = A_n x_n + C_n u_n + c_n: the offsets are linear in the recorded statistics, so C is
+        read off by evaluating them at unit inputs. Idle steps get A = I, C = 0, c = 0."""
+        lrs = np.asarray(lrs, dtype=np.float64)
+        T, k, m = lrs.shape[0], len(self.states), len(self.inputs)
+        eta = np.where(lrs == 0, ETA_ZERO, lrs)[:, None]
+        p = [np.broadcast_to(np.asarray(params[n], dtype=np.float64), (T,))[:, None] for n in PARAM_NAMES]
+        A, C, c = np.empty((T, k, k)), np.empty((T, k, m)), np.empty((T, k))
+        for which in (1, 0):
+            if which == 0 and (first_at is None or not 0 <= first_at < T):
+                continue
+            rows = slice(None) if which == 1 else slice(first_at, first_at + 1)
+            mat = self.matrices[which](eta, *p)
+            zero = self.offsets[which](*([0.0] * m), eta, *p)
+            for i in range(k):
+                c[rows, i] = np.broadcast_to(zero[i], (T, 1))[rows, 0]
+                for j in range(k):
+                    A[rows, i, j] = np.broadcast_to(mat[i][j], (T, 1))[rows, 0]
+            for j in range(m):
+                unit = [1.0 if q == j else 0.0 for q in range(m)]
+                off = self.offsets[which](*unit, eta, *p)
+                for i in range(k):
+                    C[rows, i, j] = np.broadcast_to(off[i], (T, 1))[rows, 0] - c[rows, i]
+        if active is not None:
+            idle = ~np.asarray(active, dtype=bool)[:T]
+            A[idle], C[idle], c[idle] = np.eye(k), 0.0, 0.0
+        return A, C, c
+
     def run(self, initial: np.ndarray, inputs: Mapping[str, np.ndarray], lrs: np.ndarray,
             params: Mapping[str, float | np.ndarray], first_at: int | None = 0,
             active: np.ndarray | None = None) -> np.ndarray:
@@ -159,39 +193,20 @@ class CompiledRecurrence:
         first step (None: the buffer already existed when the log began). ``active[n]`` False means the
         optimizer did not touch these parameters at step n (no gradient, frozen): every state stays.
         A zero learning rate is exact too: the D/η terms of the momentum laws are 0/0 there, and their
-        limit is 0 (D = η²|v|²), which a tiny positive η reproduces because D is recorded as exactly 0.
+        limit is 0 (D = η²|v|²), which a tiny positive η (``ETA_ZERO``) reproduces because D is recorded as
+        exactly 0.
+        The steps run in one compiled scan (numeric/scan.py), no Python loop over steps.
         """
-        lrs = np.asarray(lrs, dtype=np.float64)
-        T = lrs.shape[0]
+        from ..numeric.scan import scan_affine  # numpy (+ optional numba); no torch
+
         x = np.array(initial, dtype=np.float64)
-        G = x.shape[1]
-        k = len(self.states)
-        out = np.empty((T + 1, G))
+        T = np.asarray(lrs).shape[0]
+        out = np.empty((T + 1, x.shape[1]))
         out[0] = x[0]
         if T == 0:
             return out
-        eta = np.where(lrs == 0, 1e-300, lrs)[:, None]
-        p = [np.broadcast_to(np.asarray(params[n], dtype=np.float64), (T,))[:, None] for n in PARAM_NAMES]
-        ins = [np.asarray(inputs[name], dtype=np.float64)[:T] for name in self.inputs]
-        A = np.empty((T, k, k))
-        b = np.empty((T, k, G))
-        for which in (1, 0):
-            if which == 0 and (first_at is None or not 0 <= first_at < T):
-                continue
-            mat = self.matrices[which](eta, *p)
-            off = self.offsets[which](*ins, eta, *p)
-            rows = slice(None) if which == 1 else slice(first_at, first_at + 1)
-            for i in range(k):
-                b[rows, i, :] = np.broadcast_to(off[i], (T, G))[rows]
-                for j in range(k):
-                    A[rows, i, j] = np.broadcast_to(mat[i][j], (T, 1))[rows, 0]
-        if active is not None:
-            idle = ~np.asarray(active, dtype=bool)[:T]
-            A[idle] = np.eye(k)
-            b[idle] = 0.0
-        for n in range(T):
-            x = A[n] @ x + b[n]
-            out[n + 1] = x[0]
+        A, C, c = self.coefficients(lrs, params, first_at, active)
+        scan_affine(A, C, c, [np.asarray(inputs[name])[:T] for name in self.inputs], x, out=out[1:])
         return out
 
 
