@@ -307,12 +307,12 @@ def test_flipped_exponent_byte_is_named_and_the_good_prefix_used(tmp_path):
     clean = evaluate_run(run, checkpoints=False)
     stats = run / "stats.bin"
     raw = bytearray(stats.read_bytes())
-    raw[(13 * R + 3) * 8 + 7] ^= 0x40          # record 13 (block 1 = records 8-15), first group, exponent byte
+    raw[(13 * R + 3) * 8 + 7] ^= 0x40          # record 13 (each step is written as its own block), exponent byte
     stats.write_bytes(bytes(raw))
     log = read_run(run)
-    assert log.T == 7 and any("block 1 (records 8–15) fails its checksum" in w for w in log.warnings)
+    assert log.T == 12 and any("block 13 (records 13–13) fails its checksum" in w for w in log.warnings)
     ev = evaluate_run(run, checkpoints=False)
-    assert any("fails its checksum" in w for w in ev.warnings) and ev.T == 7
+    assert any("fails its checksum" in w for w in ev.warnings) and ev.T == 12
     worst = max(g.err_exact for g in ev.groups)
     assert worst <= 1e-9 and worst <= max(g.err_exact for g in clean.groups) * 10 + 1e-12
 
