@@ -231,8 +231,8 @@ def test_cli_bad_input_is_one_line(momentum_run, tmp_path, capsys):
     _one_line_error(capsys, "evaluate", str(momentum_run), *ck, *CLI_MODEL, "--lr", "0.1", match="not both")
     _one_line_error(capsys, "evaluate", *ck, *CLI_MODEL, match="needs --lr")
     _one_line_error(capsys, "evaluate", str(momentum_run), "--model", "convnet", match="only applies with --checkpoints")
-    for flag, value, match in [("--lr", "0", "positive"), ("--lr", "nan", "positive"), ("--momentum", "1", "[0, 1)"),
-                               ("--dampening", "1.5", "[0, 1]"), ("--weight-decay=-1e-4", None, "non-negative")]:
+    for flag, value, match in [("--lr", "0", "> 0"), ("--lr", "nan", "> 0"), ("--momentum", "1", "[0, 1)"),
+                               ("--dampening", "1.5", "[0, 1]"), ("--weight-decay=-1e-4", None, "≥ 0")]:
         _one_line_error(capsys, "evaluate", *ck, *CLI_MODEL, "--lr", "0.1", *[a for a in (flag, value) if a],
                         match=match)
     _one_line_error(capsys, "evaluate", *ck, *CLI_MODEL, "--lr", "0.1", "--nesterov", match="--nesterov needs")
