@@ -70,6 +70,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=("cross_entropy", "mse"), default="cross_entropy",
                    help="training loss whose symmetries are analysed")
     p.add_argument("--num-classes", type=positive_int, default=10, help="classes ≥ 1 of the model's output")
+    p.add_argument("--input-dtype", choices=("float32", "int64"), default=None,
+                   help="example input dtype: float32 (standard normal) or int64 token ids in [0, --input-max) "
+                        "(default: the model's own, float32 when it declares none)")
+    p.add_argument("--input-max", type=positive_int, default=None, metavar="V",
+                   help="int64 inputs are drawn in [0, V), e.g. the vocabulary size (default: the model's own)")
     p.add_argument("--width", type=positive_float, default=None,
                    help="width multiplier > 0 for zoo models (default: the model's own)")
     p.add_argument("--model-kw", "--model-arg", dest="model_arg", type=_parse_model_arg, action="append", default=[],
@@ -89,7 +94,15 @@ def load_model(args: argparse.Namespace):
     shape = args.input_shape or info.input_shape
     if shape is None:
         raise CliError(f"{args.model}: no default input shape; pass --input-shape C,H,W")
-    example = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    dtype = getattr(args, "input_dtype", None) or info.input_dtype
+    gen = torch.Generator().manual_seed(0)
+    if dtype == "int64":
+        vmax = getattr(args, "input_max", None) or info.input_max
+        if vmax is None:
+            raise CliError(f"{args.model}: int64 inputs need --input-max V (e.g. the vocabulary size)")
+        example = torch.randint(0, int(vmax), (2, *shape), generator=gen)
+    else:
+        example = torch.randn((2, *shape), generator=gen)
     return model, info, example
 
 
@@ -105,6 +118,7 @@ def _optimizer_config(args: argparse.Namespace):
 def _analysis_options(args: argparse.Namespace, certify: bool) -> dict[str, Any]:
     """Everything besides the spec that changes an analysis (the cache key)."""
     return {"input_shape": args.input_shape, "loss": args.loss, "num_classes": args.num_classes,
+            "input_dtype": getattr(args, "input_dtype", None), "input_max": getattr(args, "input_max", None),
             "width": args.width, "model_arg": sorted(args.model_arg), "certify": certify,
             "certify_batch": getattr(args, "certify_batch", None) if certify else None,
             "certify_samples": getattr(args, "certify_samples", None) if certify else None}

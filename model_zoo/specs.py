@@ -3,7 +3,8 @@
 Accepted specs (design brief, "Model specs accepted everywhere a model is named"):
 
 * a zoo name: ``vgg11`` … ``vgg19`` and their ``_bn`` variants, ``resnet18``, ``resnet34``, ``mlp``,
-  ``convnet``;
+  ``convnet``, and the tiny Hugging Face transformers ``hf_bert``, ``hf_gpt2``, ``hf_llama``, ``hf_vit``
+  (model_zoo/hf_tiny.py; built from configs, token models take int64 ids: ``ModelInfo.input_dtype``);
 * ``torchvision:NAME`` — ``torchvision.models.get_model(NAME, weights=None, num_classes=...)``; weights are
   never downloaded;
 * ``package.module:callable`` — a zero-argument factory imported from ``PYTHONPATH``.
@@ -20,6 +21,7 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
 from .resnet import LAYERS as RESNET_LAYERS
@@ -45,6 +47,8 @@ class ModelInfo:
     num_classes: int | None
     spec: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    input_dtype: str = "float32"      # "int64" for token ids in [0, input_max)
+    input_max: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -99,6 +103,43 @@ def _convnet(name: str, num_classes: int, input_shape, width: float = 1.0, batch
                    batch_norm=batch_norm), shape
 
 
+def _seq(input_shape, seq: int | None) -> int:
+    if input_shape is not None:
+        if len(tuple(input_shape)) != 1:
+            raise SpecError(f"token models take a sequence length as input shape (e.g. 8), got {input_shape}")
+        return int(tuple(input_shape)[0])
+    return 8 if seq is None else int(seq)
+
+
+def _hf_bert(name: str, num_classes: int, input_shape, hidden: int = 16, layers: int = 2, heads: int = 2,
+             vocab: int = 50, seq: int | None = None, attn: str = "eager"):
+    from .hf_tiny import build_bert
+    m = build_bert(hidden, layers, heads, vocab, _seq(input_shape, seq), num_classes, attn)
+    return m, m.input_shape
+
+
+def _hf_gpt2(name: str, num_classes: int, input_shape, hidden: int = 16, layers: int = 2, heads: int = 2,
+             vocab: int = 50, seq: int | None = None, attn: str = "eager"):
+    from .hf_tiny import build_gpt2
+    m = build_gpt2(hidden, layers, heads, vocab, _seq(input_shape, seq), attn)
+    return m, m.input_shape
+
+
+def _hf_llama(name: str, num_classes: int, input_shape, hidden: int = 16, layers: int = 2, heads: int = 2,
+              kv_heads: int | None = None, vocab: int = 50, seq: int | None = None, attn: str = "eager"):
+    from .hf_tiny import build_llama
+    m = build_llama(hidden, layers, heads, kv_heads, vocab, _seq(input_shape, seq), attn)
+    return m, m.input_shape
+
+
+def _hf_vit(name: str, num_classes: int, input_shape, hidden: int = 16, layers: int = 2, heads: int = 2,
+            patch: int = 4, input_size: int | None = None, attn: str = "eager"):
+    from .hf_tiny import build_vit
+    shape = _image_shape(input_shape, input_size, 16)
+    m = build_vit(shape[1], patch, hidden, layers, heads, num_classes, attn)
+    return m, m.input_shape
+
+
 ZOO: dict[str, Callable[..., tuple[nn.Module, tuple[int, ...]]]] = {}
 for _n in VGG_CONFIGS:
     ZOO[_n] = _vgg
@@ -107,6 +148,10 @@ for _n in RESNET_LAYERS:
     ZOO[_n] = _resnet
 ZOO["mlp"] = _mlp
 ZOO["convnet"] = _convnet
+ZOO["hf_bert"] = _hf_bert
+ZOO["hf_gpt2"] = _hf_gpt2
+ZOO["hf_llama"] = _hf_llama
+ZOO["hf_vit"] = _hf_vit
 
 
 def zoo_names() -> list[str]:
@@ -184,4 +229,7 @@ def build_model(spec: str, num_classes: int = 10, input_shape: Sequence[int] | N
         raise
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{spec}: {_one_line(exc)}") from None
+    if getattr(model, "input_dtype", None) == torch.int64:
+        return model, ModelInfo(key, tuple(shape), int(model.num_classes), spec, dict(kwargs), "int64",
+                                int(model.vocab_size))
     return model, ModelInfo(key, tuple(shape), int(num_classes), spec, dict(kwargs))
