@@ -56,6 +56,7 @@ class Logits(nn.Module):
 
 def _common(cfg: Any, attn: str) -> None:
     cfg._attn_implementation = attn
+    cfg.use_cache = False   # no key/value cache: the graph is the plain forward pass
     for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
               "attention_dropout"):
         if hasattr(cfg, k):

@@ -1,13 +1,21 @@
-"""Scale and rescale symmetries: which channel scalings leave the loss unchanged.
+"""Scale and rescale symmetries: which scalings of parameter slices leave the loss unchanged.
 
-Every tensor with a known channel axis gets one *slot* per channel. Ops that are positively homogeneous
-per channel (ReLU, pooling, dropout, flatten, residual add, concat) join input and output slots in a
-union-find; the slots of one class must all be scaled by the same α. Parameterised layers *produce*
-slots (scaling their weight row and bias entry by α scales the output channel) and *consume* them
-(scaling the matching weight columns by 1/α undoes an input scaling). Normalizers in train mode absorb a
-scaling of their whole normalization group. A class is a symmetry when every slot in it is produced by a
-parameter (not by the network input, a constant or a non-homogeneous op) and every use of it is
-homogeneous, a consumer or a normalizer; the loss head blocks. Unknown ops block (fail closed).
+Every parameterised producer (a Linear/conv output feature, a normalizer's gain entry, an embedding
+column, a parameter entry added, concatenated or multiplied in) creates *slots*: scaling its weight row,
+bias entry or parameter entry by α scales the entries labelled with that slot by α. Every tensor carries
+a grid of slot labels (axes.py), so nothing assumes which axis is the channel: movement ops move labels,
+homogeneous ops keep them, reductions and sums require the labels they mix to scale together
+(union-find), normalizers require each normalization group to scale together and absorb it, consumers
+(weight columns, a parameter multiplied in) undo a scaling with the inverse factor, and bilinear forms
+(q·kᵀ, a product of two activations) are invariant when the two sides scale inversely — so the
+union-find carries a parity: a slot scales by α or by 1/α relative to its class.
+
+A class is a symmetry when no slot in it is *killed* — used by an op that is not positively
+homogeneous, mixed with an entry that does not move, read by the loss head, or by an op missing from
+the semantics table — and when the parity is consistent. Labels ``FIX`` (an entry no parameter moves)
+and ``ZERO`` (a padded zero, which every scaling keeps) complete the grids; a tensor without a grid is
+fixed. A parameter used by several ops (tied embeddings) must get the same factor from each use: the
+slots its uses touch are joined accordingly, and its members come from its first use.
 """
 
 from __future__ import annotations
@@ -18,30 +26,17 @@ from math import prod
 from typing import Any, Iterable
 
 import networkx as nx
-from networkx.utils import UnionFind
+import numpy as np
+import torch
 
+from . import axes as ax
 from .capture import CapturedGraph
+from .norms import rms_patterns
 from .op_semantics import semantics
 
-
-# A member entry before merging: (state_dict key, axis, index along it, sign). Plain tuples keep the pass
-# cheap on wide layers; detect.py turns a class's entries into merged `Member`s once.
-Entry = tuple[str, int, int, int]
-
-
-@dataclass
-class Layout:
-    axis: int
-    size: int
-
-
-@dataclass
-class ScalingResult:
-    classes: list[tuple[list[tuple[str, int]], list[Entry], list[Entry], bool]]
-    layouts: dict[str, Layout]
-    unknown_ops: list[str]
-    norm_eps: list[float]
-    blocked_reasons: dict[str, int]   # slots without a symmetry, by the first reason found for their tensor
+FIX, ZERO = -1, -2
+FLAT = -1                      # incidence axis of an elementwise parameter entry (index = flat index)
+PARAM_ENTRY_LIMIT = 1 << 21    # a parameter used as data with more entries than this is held fixed
 
 
 def tensor_arg(arg: Any) -> str | None:
@@ -54,340 +49,775 @@ def arg(args: tuple, i: int, default: Any = None) -> Any:
     return args[i] if len(args) > i else default
 
 
+class SignedUnionFind:
+    """Union-find over slot ids with a parity: ``factor(x) = factor(root) ** parity(x)``."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.parity: list[int] = []
+        self.bad: set[int] = set()
+
+    def add(self, n: int) -> int:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        self.parity.extend([1] * n)
+        return start
+
+    def find(self, x: int) -> tuple[int, int]:
+        path, p = [], 1
+        while self.parent[x] != x:
+            path.append(x)
+            x = self.parent[x]
+        root = x
+        # compress: recompute parities from the root down
+        acc = 1
+        for node in reversed(path):
+            acc *= self.parity[node]
+            self.parity[node] = acc
+            self.parent[node] = root
+        if path:
+            p = self.parity[path[0]]
+        return root, p
+
+    def union(self, a: int, b: int, rel: int = 1) -> None:
+        """Require ``factor(b) = factor(a) ** rel``."""
+        ra, pa = self.find(a)
+        rb, pb = self.find(b)
+        if ra == rb:
+            if pa * rel != pb:
+                self.bad.add(ra)
+            return
+        self.parent[rb] = ra
+        self.parity[rb] = pa * rel * pb
+        if rb in self.bad:
+            self.bad.add(ra)
+
+
+@dataclass
+class ScaleClass:
+    """One class of slots: its members' (param, axis, index) → net exponent, and whether a normalizer absorbs it."""
+
+    entries: dict[tuple[str, int, int], int]
+    first_slot: int
+    normalized: bool
+
+
+@dataclass
+class ScalingResult:
+    classes: list[ScaleClass]
+    slot_names: list[tuple[str, int]]      # slot id → (producer parameter key, index) for labels
+    param_shapes: dict[str, tuple[int, ...]]
+    unknown_ops: list[str]
+    norm_eps: list[float]
+    blocked_reasons: dict[str, int]        # slots without a symmetry, by the first reason found
+
+
 class _Pass:
-    def __init__(self, cg: CapturedGraph):
-        self.cg = cg
-        self.g: nx.DiGraph = cg.graph
-        self.uf = UnionFind()
-        self.layouts: dict[str, Layout] = {}
-        # per channel slot: entries that scale it (+1) and that undo its scaling (−1); slots a normalizer absorbs
-        self.producers: dict[tuple[str, int], list[Entry]] = defaultdict(list)
-        self.consumers: dict[tuple[str, int], list[Entry]] = defaultdict(list)
-        self.normalized: set[tuple[str, int]] = set()
+    def __init__(self, cg: CapturedGraph) -> None:
+        self.cg, self.g = cg, cg.graph
+        self.uf = SignedUnionFind()
+        self.grid: dict[str, Any] = {}
+        self.slot_names: list[tuple[str, int]] = []
+        self.inc: list[tuple[str, str, int, int, int, int]] = []   # (param, use, axis, index, slot, sign)
+        self.first_key: dict[tuple[str, str, int, int], tuple[int, int]] = {}
+        self.killed: dict[int, str] = {}
+        self.normalized: set[int] = set()
         self.unknown: list[str] = []
         self.norm_eps: list[float] = []
-        # blocking always concerns every channel of a tensor, so reasons are kept per tensor (first one wins)
-        self.blocked: dict[str, str] = {}      # a use of the tensor does not commute with scaling
-        self.unscalable: dict[str, str] = {}   # the tensor comes from a source that cannot be scaled
+        self.pgrid: dict[str, torch.Tensor | None] = {}
+        self.rms = rms_patterns(cg)
 
     # -- helpers -------------------------------------------------------------------------------
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        return self.g.nodes[name].get("shape")
+    def shape(self, name: str | None) -> tuple[int, ...] | None:
+        return None if name is None else self.g.nodes[name].get("shape")
 
-    def set_layout(self, name: str, axis: int, size: int) -> None:
-        self.layouts[name] = Layout(axis, size)
-        for c in range(size):
-            self.uf[(name, c)]  # register the slot
+    def is_param(self, name: str | None) -> bool:
+        return name is not None and self.g.nodes[name]["kind"] == "param"
 
-    def slots(self, name: str | None) -> list[tuple[str, int]]:
-        if name is None or name not in self.layouts:
-            return []
-        return [(name, c) for c in range(self.layouts[name].size)]
-
-    def block_uses(self, name: str | None, why: str) -> None:
-        if name in self.layouts:
-            self.blocked.setdefault(name, why)
-
-    def mark_unscalable(self, name: str, why: str) -> None:
-        if name in self.layouts:
-            self.unscalable.setdefault(name, why)
-
-    def same_layout(self, src: str, dst: str) -> bool:
-        lay, shp = self.layouts.get(src), self.shape(dst)
-        if lay is None or shp is None or self.shape(src) is None:
-            return False
-        if len(shp) <= lay.axis or shp[lay.axis] != lay.size:
-            return False
-        self.set_layout(dst, lay.axis, lay.size)
-        return True
-
-    def join(self, src: str, dst: str, mapping: Iterable[tuple[int, int]]) -> None:
-        for a, b in mapping:
-            self.uf.union((src, a), (dst, b))
-
-    def param_key(self, name: str | None) -> str | None:
-        """State-dict key of a parameter node used by exactly one op, else None (shared or computed)."""
-        if name is None or self.g.nodes[name]["kind"] != "param":
-            return None
-        if self.g.out_degree(name) != 1:
-            return None
+    def pkey(self, name: str) -> str:
         return self.g.nodes[name]["param"]
 
-    def fail(self, node: str, ins: list[str], why: str) -> None:
-        for i in ins:
-            self.block_uses(i, why)
-        data = ins[0] if ins else None
-        if data in self.layouts and self.same_layout(data, node):
-            self.mark_unscalable(node, why)
+    def new_slots(self, n: int, key: str) -> int:
+        start = self.uf.add(n)
+        self.slot_names.extend((key, i) for i in range(n))
+        return start
+
+    def incidence(self, param: str, use: str, axis: int, index: int, slot: int, sign: int) -> None:
+        k = (param, use, axis, index)
+        first = self.first_key.get(k)
+        if first is None:
+            self.first_key[k] = (slot, sign)
+            self.inc.append((param, use, axis, index, slot, sign))
+        elif first[0] != slot:
+            self.uf.union(first[0], slot, first[1] * sign)
+
+    def kill(self, grid: Any, why: str) -> None:
+        if grid is None:
+            return
+        vals = np.unique(grid.numpy()) if isinstance(grid, torch.Tensor) else np.asarray(list(grid))
+        for s in vals[vals >= 0]:
+            self.killed.setdefault(int(s), why)
+
+    def operand(self, name: str | None) -> torch.Tensor | None:
+        """The grid of a tensor operand; a parameter used as data gets one slot per entry."""
+        if name is None:
+            return None
+        if self.is_param(name):
+            return self.param_grid(name)
+        g = self.grid.get(name)
+        return g if isinstance(g, torch.Tensor) else None
+
+    def param_grid(self, name: str) -> torch.Tensor | None:
+        if name in self.pgrid:
+            return self.pgrid[name]
+        shp, key = self.shape(name), self.pkey(name)
+        grid = None
+        if shp is not None and 0 < prod(shp) <= PARAM_ENTRY_LIMIT:
+            start = self.new_slots(prod(shp), key)
+            grid = ax.compress((torch.arange(prod(shp), dtype=torch.int64) + start).view(shp))
+            one = [a for a, s in enumerate(shp) if s > 1]
+            for i in range(prod(shp)):
+                if len(one) <= 1:
+                    index = int(np.unravel_index(i, shp)[one[0]]) if one else 0
+                    self.incidence(key, "data", one[0] if one else FLAT, index, start + i, 1)
+                else:
+                    self.incidence(key, "data", FLAT, i, start + i, 1)
+        self.pgrid[name] = grid
+        return grid
+
+    def fixed_like(self, name: str | None) -> torch.Tensor:
+        return ax.constant(self.shape(name) or (), FIX)
+
+    def set(self, name: str, grid: Any) -> None:
+        if isinstance(grid, torch.Tensor) and not bool((grid >= 0).any()):
+            return  # nothing moves: a fixed tensor needs no grid
+        self.grid[name] = grid
 
     # -- the pass ------------------------------------------------------------------------------
     def run(self) -> ScalingResult:
         for name in nx.topological_sort(self.g):
             d = self.g.nodes[name]
-            if d["kind"] == "input":
-                shp = d["shape"]
-                if shp and len(shp) >= 2:
-                    self.set_layout(name, 1, shp[1])
-                    self.mark_unscalable(name, "network input")
-            elif d["kind"] == "op":
+            if d["kind"] == "op":
                 self.visit(name, d)
             elif d["kind"] == "loss":
-                self.block_uses(tensor_arg(d["args"][0]), f"the {d['target']} head is not scale-invariant")
+                self.kill(self.operand(tensor_arg(d["args"][0])), f"the {d['target']} head is not scale-invariant")
         return self.collect()
+
+    def inputs(self, args: Any) -> list[str]:
+        out: list[str] = []
+        for a in args if isinstance(args, (list, tuple)) else []:
+            t = tensor_arg(a)
+            if t is not None:
+                out.append(t)
+            elif isinstance(a, (list, tuple)):
+                out += self.inputs(a)
+        return out
 
     def visit(self, name: str, d: dict) -> None:
         target, args = d["target"], d["args"]
+        ins = self.inputs(args) + self.inputs(tuple((d.get("kwargs") or {}).values()))
+        if name in self.rms.internal:
+            return  # pow / mean / add ε / rsqrt of a recognised RMSNorm: read only through its product
+        if name in self.rms.products:
+            self.visit_rms(name, *self.rms.products[name])
+            return
         sem = semantics(target)
-        ins = [tensor_arg(a) for a in args if tensor_arg(a) is not None]
-        data = tensor_arg(arg(args, 0))
         role = sem.role
-        if role == "unknown":
-            self.unknown.append(target)
-            self.fail(name, ins, f"unknown op {target}")
-        elif role == "block":
-            self.fail(name, ins, f"{target}: {sem.note}")
-        elif role == "ignore":
+        moving = [i for i in ins if isinstance(self.grid.get(i), torch.Tensor)]
+        if role in ("ignore",):
             return
-        elif role in ("unary", "pool", "getitem"):
-            self.visit_passthrough(name, d, data, role)
-        elif role == "mean":
-            self.visit_mean(name, args, data)
-        elif role == "affine":
-            self.visit_affine(name, d)
-        elif role in ("batch_norm", "instance_norm"):
-            self.visit_channel_norm(name, d, role)
-        elif role == "layer_norm":
-            self.visit_layer_norm(name, d)
-        elif role == "group_norm":
-            self.visit_group_norm(name, d)
-        elif role in ("add", "sub"):
-            self.visit_sum(name, args, ins)
-        elif role == "mul":
-            self.visit_mul(name, args, ins)
-        elif role == "cat":
-            self.visit_cat(name, args)
-        elif role == "flatten":
-            self.visit_reshape(name, data)
-        else:  # a role without a handler must not silently pass
-            self.fail(name, ins, f"no scaling rule for role {role}")
+        if role in ("source", "compare"):
+            self.kill_all(moving, f"{target} of moving entries")
+            return
+        if role in ("unknown", "block"):
+            if moving:
+                if role == "unknown":
+                    self.unknown.append(target)
+                self.kill_all(moving, f"unknown op {target}" if role == "unknown" else f"{target}: {sem.note}")
+            return
+        handler = getattr(self, "visit_" + role, None)
+        if handler is None:
+            self.kill_all(moving, f"no scaling rule for role {role}")
+            return
+        try:
+            handler(name, d)
+        except ax.GridError as exc:
+            self.kill_all(moving, f"{target}: {exc}")
 
-    def visit_passthrough(self, name: str, d: dict, data: str | None, role: str) -> None:
-        if data not in self.layouts:
-            return
-        lay = self.layouts[data]
-        if role == "getitem":
-            if arg(d["args"], 1) != 0:
-                return  # indices of max pooling: not data
-            self.set_layout(name, lay.axis, lay.size)
-        elif self.shape(name) is None and role == "pool":  # tuple output (values, indices)
-            self.set_layout(name, lay.axis, lay.size)
-        elif not self.same_layout(data, name):
-            self.block_uses(data, f"{d['target']} changes the channel axis")
-            return
-        # (PReLU's slope is not a member: max(0, x) + a·min(0, x) is homogeneous in x)
-        self.join(data, name, ((c, c) for c in range(lay.size)))
+    def kill_all(self, names: Iterable[str], why: str) -> None:
+        for n in names:
+            g = self.grid.get(n)
+            for t in (g if isinstance(g, list) else [g]):
+                if isinstance(t, torch.Tensor):
+                    self.kill(t, why)
 
-    def visit_mean(self, name: str, args: tuple, data: str | None) -> None:
-        if data not in self.layouts:
+    # -- elementwise and movement --------------------------------------------------------------
+    def visit_unary(self, name: str, d: dict) -> None:
+        g = self.operand(tensor_arg(arg(d["args"], 0)))
+        if g is None:
             return
-        lay, dims = self.layouts[data], arg(args, 1)
-        nd = len(self.shape(data) or ())
-        dims = [dims] if isinstance(dims, int) else list(dims or [])
-        if dims and all((x % nd) not in (0, lay.axis) for x in dims) and lay.axis < len(self.shape(name) or ()):
-            self.set_layout(name, lay.axis, lay.size)
-            self.join(data, name, ((c, c) for c in range(lay.size)))
+        if d["target"] == "aten.native_dropout":
+            self.grid[name] = [g, None]
         else:
-            self.fail(name, [data], "mean over the channel or batch axis")
+            self.set(name, g)
+
+    def visit_flatten(self, name: str, d: dict) -> None:
+        self.visit_movement(name, d)
+
+    def visit_movement(self, name: str, d: dict) -> None:
+        target, args = d["target"], d["args"]
+        ins = self.inputs(args)
+        grids = {i: self.operand(i) for i in ins}
+        if all(g is None for g in grids.values()):
+            return
+        grids = {i: (g if g is not None else self.fixed_like(i)) for i, g in grids.items()}
+        out = ax.run_movement(target, args, d.get("kwargs") or {}, grids, {i: self.shape(i) for i in ins}, ZERO)
+        self.set(name, out)
+
+    def visit_getitem(self, name: str, d: dict) -> None:
+        src, i = tensor_arg(arg(d["args"], 0)), arg(d["args"], 1)
+        g = self.grid.get(src)
+        if isinstance(g, list) and isinstance(i, int) and i < len(g) and g[i] is not None:
+            self.set(name, g[i])
+
+    def visit_add(self, name: str, d: dict) -> None:
+        args = d["args"]
+        a, b = arg(args, 0), arg(args, 1)
+        ga = self.operand(tensor_arg(a)) if tensor_arg(a) else None
+        gb = self.operand(tensor_arg(b)) if tensor_arg(b) else None
+        if ga is None and gb is None:
+            return
+        for g, other in ((ga, b), (gb, a)):
+            if g is not None and tensor_arg(other) is None and other not in (0, 0.0):
+                self.kill(g, "sum with a non-zero constant is not homogeneous")
+                return
+        alpha = (d.get("kwargs") or {}).get("alpha", 1)
+        if alpha == 0:
+            gb = None
+        ga = ga if ga is not None else (self.fixed_like(tensor_arg(a)) if tensor_arg(a) else ax.constant((), ZERO))
+        gb = gb if gb is not None else (self.fixed_like(tensor_arg(b)) if tensor_arg(b) else ax.constant((), ZERO))
+        self.set(name, self.sum_grids(ga, gb, "sum with an entry that does not move"))
+
+    visit_sub = visit_add
+
+    def sum_grids(self, ga: torch.Tensor, gb: torch.Tensor, why: str) -> torch.Tensor:
+        for x, y in ax.pairs(ga, gb):
+            if x >= 0 and y >= 0:
+                if x != y:
+                    self.uf.union(int(x), int(y))
+            elif x >= 0 and y == FIX:
+                self.killed.setdefault(int(x), why)
+            elif y >= 0 and x == FIX:
+                self.killed.setdefault(int(y), why)
+        nd = max(ga.ndim, gb.ndim)
+        ga, gb = ax.broadcast(ga, nd), ax.broadcast(gb, nd)
+        both_zero = (ga == ZERO) & (gb == ZERO)
+        out = torch.where(ga >= 0, ga, torch.where(gb >= 0, gb, torch.where(both_zero, torch.tensor(ZERO), torch.tensor(FIX))))
+        return ax.compress(out)
+
+    def visit_where(self, name: str, d: dict) -> None:
+        args = d["args"]
+        cond, a, b = tensor_arg(arg(args, 0)), arg(args, 1), arg(args, 2)
+        if d["target"] == "aten.masked_fill":
+            cond, a, b = tensor_arg(arg(args, 1)), arg(args, 2), arg(args, 0)
+        self.kill(self.operand(cond), "a moving entry used as a mask")
+        grids = []
+        for v in (a, b):
+            t = tensor_arg(v)
+            if t is not None:
+                g = self.operand(t)
+                grids.append(g if g is not None else self.fixed_like(t))
+            else:
+                grids.append(ax.constant((), ZERO if v in (0, 0.0) else FIX))
+        if all(not bool((g >= 0).any()) for g in grids):
+            return
+        self.set(name, self.sum_grids(grids[0], grids[1], "entrywise choice with an entry that does not move"))
+
+    visit_masked_fill = visit_where
+
+    def visit_mul(self, name: str, d: dict) -> None:
+        args, target = d["args"], d["target"]
+        a, b = arg(args, 0), arg(args, 1)
+        ta, tb = tensor_arg(a), tensor_arg(b)
+        div = target == "aten.div"
+        if div and (d.get("kwargs") or {}).get("rounding_mode") is not None:
+            self.kill_all([t for t in (ta, tb) if t], "division with rounding")
+            return
+        # a parameter multiplied in (layer scale, a norm gain written by hand): a diagonal layer
+        for p, x in ((tb, ta), (ta, tb)) if not div else ((tb, ta),):
+            if p is not None and self.is_param(p) and not self.is_param(x):
+                self.mul_param(name, x, p, -1 if div else 1)
+                return
+        ga = self.operand(ta) if ta else None
+        gb = self.operand(tb) if tb else None
+        if ga is None and gb is None:
+            return
+        if ta is None or tb is None:   # times a Python number
+            g = ga if ga is not None else gb
+            c = b if ta is not None else a
+            if c == 0:
+                return
+            if div and ta is None:
+                self.kill(g, "a constant divided by a moving entry")
+                return
+            self.set(name, g)
+            return
+        if gb is None:
+            self.set(name, ax.broadcast(ga, len(self.shape(name) or ())))   # times a mask: homogeneous
+        elif ga is None:
+            if div:
+                self.kill(gb, "a division by a moving entry")
+                return
+            self.set(name, ax.broadcast(gb, len(self.shape(name) or ())))
+        else:
+            # bilinear: invariant when the two sides scale inversely (a quotient: together)
+            why = "product of a moving entry with one that does not move"
+            for x, y in ax.pairs(ga, gb):
+                if x >= 0 and y >= 0:
+                    self.uf.union(int(x), int(y), 1 if div else -1)
+                elif x >= 0 and y == FIX:
+                    self.killed.setdefault(int(x), why)
+                elif y >= 0 and x == FIX:
+                    self.killed.setdefault(int(y), why)
+
+    visit_div = visit_mul
+
+    def mul_param(self, name: str, x: str | None, p: str, sign: int) -> None:
+        """``x ⊙ p`` (or ``x / p``): p's entry e consumes x's slots at its positions and produces a new slot."""
+        pshape, oshape = self.shape(p), self.shape(name)
+        key = self.pkey(p)
+        if pshape is None or oshape is None or prod(pshape) > PARAM_ENTRY_LIMIT:
+            self.kill(self.operand(x), "product with a parameter too large to follow")
+            return
+        n = prod(pshape)
+        start = self.new_slots(n, key)
+        ent = (torch.arange(n, dtype=torch.int64)).view(pshape)
+        ent = ax.compress(ax.broadcast(ent, len(oshape)))
+        one = [a for a, s in enumerate(pshape) if s > 1]
+        def where(i: int) -> tuple[int, int]:
+            if len(one) <= 1:
+                return (one[0], int(np.unravel_index(i, pshape)[one[0]])) if one else (FLAT, 0)
+            return FLAT, i
+        use = name
+        for i in range(n):
+            axis, index = where(i)
+            self.incidence(key, use, axis, index, start + i, sign)
+        gx = self.operand(x) if x is not None else None
+        if gx is not None:
+            for e, s in ax.pairs(ent, gx):
+                if s >= 0:
+                    axis, index = where(int(e))
+                    self.incidence(key, use, axis, index, int(s), -sign)
+        out = ent + start
+        if gx is not None:
+            gxb = ax.broadcast(gx, len(oshape))
+            out = torch.where(gxb == ZERO, torch.tensor(ZERO), out)
+        self.set(name, ax.compress(out))
+
+    # -- reductions ----------------------------------------------------------------------------
+    def reduce(self, name: str, g: torch.Tensor, axes_: list[int], keepdim: bool, why: str) -> None:
+        rep, prs = ax.reduce_pairs(g, axes_)
+        for x, y in prs:
+            if x >= 0 and y >= 0 and x != y:
+                self.uf.union(int(x), int(y))
+            elif (x >= 0 and y == FIX) or (y >= 0 and x == FIX):
+                self.killed.setdefault(int(max(x, y)), why)
+        if not keepdim:
+            for a in sorted(axes_, reverse=True):
+                rep = rep.squeeze(a) if rep.ndim > a else rep
+        self.set(name, ax.compress(rep))
+
+    def visit_reduce(self, name: str, d: dict) -> None:
+        args = d["args"]
+        src = tensor_arg(arg(args, 0))
+        g = self.operand(src)
+        if g is None:
+            return
+        nd = len(self.shape(src) or ())
+        dims = arg(args, 1, (d.get("kwargs") or {}).get("dim"))
+        if dims is None or dims == []:
+            dims = list(range(nd))
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        keep = bool(arg(args, 2, (d.get("kwargs") or {}).get("keepdim", False)))
+        g = ax.broadcast(g, nd)
+        why = f"{d['target']} mixes entries that do not move"
+        if d["target"] in ("aten.max", "aten.min") and len(args) >= 2:
+            self.reduce(name, g, [x % nd for x in dims], keep, why)
+            self.grid[name] = [self.grid.pop(name, None), None]
+            return
+        self.reduce(name, g, [x % nd for x in dims], keep, why)
+
+    def visit_pool(self, name: str, d: dict) -> None:
+        src = tensor_arg(arg(d["args"], 0))
+        g = self.operand(src)
+        if g is None:
+            return
+        nd = len(self.shape(src) or ())
+        k = semantics(d["target"]).pool_axes
+        g = ax.broadcast(g, nd)
+        self.reduce(name, g, list(range(nd - k, nd)), True, "pooling mixes entries that do not move")
+        if d["target"].endswith("with_indices") or d["target"].startswith("aten.adaptive_max"):
+            self.grid[name] = [self.grid.pop(name, None), None]
+
+    # -- parameterised layers ------------------------------------------------------------------
+    def consume(self, use: str, key: str, waxis: int, g: torch.Tensor | None, xaxis: int, nd: int, xsize: int,
+                rows_of: Any = None, why: str = "") -> None:
+        """Weight slices along ``waxis`` undo the scaling of the input's entries at coordinate j of ``xaxis``
+        (``rows_of(j)`` lists the weight indices for input j when they differ from j)."""
+        if g is None:
+            return
+        g = ax.broadcast(g, nd)
+        coord = ax.fresh([xsize if a == xaxis else 1 for a in range(nd)], [xaxis], 0)
+        prs = ax.pairs(coord, g)
+        for j, s in prs:
+            if s >= 0:
+                for w in (rows_of(int(j)) if rows_of else (int(j),)):
+                    self.incidence(key, use, waxis, w, int(s), -1)
+        # an input coordinate mixing moving and fixed entries cannot be undone by one column
+        fixed_j = {int(j) for j, s in prs if s == FIX}
+        for j, s in prs:
+            if s >= 0 and int(j) in fixed_j:
+                self.killed.setdefault(int(s), why or "a weight column reads moving and fixed entries")
+
+    def produce(self, name: str, use: str, out_axis: int, members: list[tuple[str, int]], n: int, label: str) -> None:
+        """Output entries along ``out_axis`` get fresh slots; each ``(param key, param axis)`` member scales."""
+        oshape = self.shape(name)
+        start = self.new_slots(n, label)
+        for c in range(n):
+            for key, paxis in members:
+                self.incidence(key, use, paxis, c, start + c, 1)
+        self.set(name, ax.fresh(oshape, [out_axis], start))
 
     def visit_affine(self, name: str, d: dict) -> None:
         target, args = d["target"], d["args"]
-        data, w, b = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2))
-        shp = self.shape(name)
-        if target == "aten.linear":
-            out_axis = len(shp) - 1 if shp else None
-            in_axis_expected = len(self.shape(data) or ()) - 1
-            groups = 1
-        else:
-            out_axis, in_axis_expected = 1, 1
-            if target == "aten.convolution":
-                groups = arg(args, 8, 1)
-                if arg(args, 6, False):
-                    groups = -1  # transposed convolution: weight layout differs; not modelled
-            else:
-                groups = arg(args, 6, 1)
-        wkey, bkey = self.param_key(w), self.param_key(b)
-        # grouped/depthwise convolutions still produce output channel c from weight row c; consuming an
-        # input channel would need a slice restricted on two axes, which a member cannot express
-        ok = wkey is not None and (b is None or bkey is not None) and groups >= 1
-        # output channels: produced by the weight rows (and bias entries)
-        if shp is not None and out_axis is not None:
-            self.set_layout(name, out_axis, shp[out_axis])
-            if not ok:
-                self.mark_unscalable(name, f"{target} with shared, computed or transposed weights")
-            else:
-                self.produce(name, wkey, bkey, 0)
-        # input channels: absorbed by the weight columns
-        if data in self.layouts:
-            lay = self.layouts[data]
-            if not ok or groups != 1 or lay.axis != in_axis_expected:
-                self.block_uses(data, f"{target} cannot absorb this input scaling")
-            else:
-                for c in range(lay.size):
-                    self.consumers[(data, c)].append((wkey, 1, c, -1))
-        for extra in (w, b):  # a weight computed from activations would be a use we do not model
-            if extra is not None and self.g.nodes[extra]["kind"] not in ("param",):
-                self.block_uses(extra, f"{target} uses an activation as a weight")
-
-    def produce(self, name: str, wkey: str, bkey: str | None, axis: int) -> None:
-        """Channel c of ``name`` is produced by weight[c] (and bias[c]) along ``axis``."""
-        for c in range(self.layouts[name].size):
-            prods = self.producers[(name, c)]
-            prods.append((wkey, axis, c, 1))
-            if bkey is not None:
-                prods.append((bkey, axis, c, 1))
-
-    def produce_affine(self, name: str, weight: str | None, bias: str | None, why: str) -> None:
-        """Output channel c of an affine normalizer is produced by γ[c] (and β[c])."""
-        wkey, bkey = self.param_key(weight), self.param_key(bias)
-        if wkey is None or (bias is not None and bkey is None):
-            self.mark_unscalable(name, why)
-        else:
-            self.produce(name, wkey, bkey, 0)
-
-    def visit_channel_norm(self, name: str, d: dict, role: str) -> None:
-        args = d["args"]
-        data = tensor_arg(arg(args, 0))
-        if data not in self.layouts or self.layouts[data].axis != 1 or not self.same_layout(data, name):
-            self.fail(name, [data] if data else [], f"{d['target']} on an unexpected layout")
+        x, w, b = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2))
+        gx = self.operand(x)
+        xs, ws, os_ = self.shape(x), self.shape(w), self.shape(name)
+        if xs is None or ws is None or os_ is None or not self.is_param(w) or (b is not None and not self.is_param(b)):
+            self.kill(gx, f"{target} with a computed weight or bias")
             return
-        training = bool(arg(args, 5, False))
-        eps = arg(args, 7)
-        if isinstance(eps, (int, float)):
-            self.norm_eps.append(float(eps))
-        if training:
-            for s in self.slots(data):
-                self.normalized.add(s)
+        wkey = self.pkey(w)
+        members = [(wkey, 0)] + ([(self.pkey(b), 0)] if b is not None else [])
+        nd = len(xs)
+        if target == "aten.linear":
+            self.consume(name, wkey, 1, gx, nd - 1, nd, xs[-1])
+            self.produce(name, name, len(os_) - 1, members, os_[-1], wkey)
+            return
+        transposed = target.startswith("aten.conv_transpose") or (target == "aten.convolution" and bool(arg(args, 6, False)))
+        groups = arg(args, 8, 1) if target == "aten.convolution" else arg(args, 6 if not transposed else 7, 1)
+        groups = int(groups or 1)
+        spatial = len(ws) - 2
+        caxis = nd - spatial - 1
+        if transposed:
+            if groups != 1:
+                self.kill(gx, "grouped transposed convolution cannot absorb an input scaling")
+                self.set(name, None)
+                return
+            self.consume(name, wkey, 0, gx, caxis, nd, xs[caxis])
+            oc = len(os_) - spatial - 1
+            self.produce(name, name, oc, [(wkey, 1)] + ([(self.pkey(b), 0)] if b is not None else []), os_[oc], wkey)
+            return
+        cin_g = ws[1]
+        if groups == 1:
+            self.consume(name, wkey, 1, gx, caxis, nd, xs[caxis])
+        elif cin_g == 1:   # depthwise (channel multiplier m): input channel c feeds weight rows c·m … c·m+m−1
+            m = ws[0] // xs[caxis]
+            self.consume(name, wkey, 0, gx, caxis, nd, xs[caxis], rows_of=lambda c: range(c * m, c * m + m))
         else:
-            self.block_uses(data, "eval-mode normalization uses fixed statistics")
-        self.produce_affine(name, tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2)), "normalizer without affine weight")
+            self.kill(gx, f"grouped {target} (groups={groups}) cannot absorb an input scaling in one weight slice")
+        oc = len(os_) - spatial - 1
+        self.produce(name, name, oc, members, os_[oc], wkey)
+
+    def visit_addmm(self, name: str, d: dict) -> None:
+        args = d["args"]
+        b, x, w = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2))
+        gx = self.operand(x)
+        xs, os_ = self.shape(x), self.shape(name)
+        kw = d.get("kwargs") or {}
+        if (xs is None or os_ is None or not self.is_param(w) or (b is not None and not self.is_param(b))
+                or kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1 or (b is not None and len(self.shape(b) or ()) != 1)):
+            self.kill(gx, "addmm with a computed weight, a 2-D bias or scaled terms")
+            return
+        self.consume(name, self.pkey(w), 0, gx, 1, 2, xs[1])
+        self.produce(name, name, 1, [(self.pkey(w), 1)] + ([(self.pkey(b), 0)] if b else []), os_[1], self.pkey(w))
+
+    def visit_embedding(self, name: str, d: dict) -> None:
+        w = tensor_arg(arg(d["args"], 0))
+        os_ = self.shape(name)
+        if not self.is_param(w) or os_ is None:
+            return
+        self.produce(name, name, len(os_) - 1, [(self.pkey(w), 1)], os_[-1], self.pkey(w))
+
+    def visit_matmul(self, name: str, d: dict) -> None:
+        a, b = tensor_arg(arg(d["args"], 0)), tensor_arg(arg(d["args"], 1))
+        sa, sb, so = self.shape(a), self.shape(b), self.shape(name)
+        if sa is None or sb is None or so is None:
+            self.kill_all([a, b], "matmul with unknown shapes")
+            return
+        if self.is_param(b) and len(sb) == 2 and not self.is_param(a) and len(sa) >= 2:
+            ga = self.operand(a)
+            self.consume(name, self.pkey(b), 0, ga, len(sa) - 1, len(sa), sa[-1])
+            self.produce(name, name, len(so) - 1, [(self.pkey(b), 1)], so[-1], self.pkey(b))
+            return
+        if self.is_param(a) and len(sa) == 2 and not self.is_param(b) and len(sb) >= 2:
+            gb = self.operand(b)
+            self.consume(name, self.pkey(a), 1, gb, len(sb) - 2, len(sb), sb[-2])
+            self.produce(name, name, len(so) - 2, [(self.pkey(a), 0)], so[-2], self.pkey(a))
+            return
+        ga, gb = self.operand(a), self.operand(b)
+        if ga is None and gb is None:
+            return
+        if len(sa) < 2 or len(sb) < 2:
+            self.kill_all([a, b], "matrix-vector product")
+            for g in (ga, gb):
+                self.kill(g, "matrix-vector product")
+            return
+        if gb is None:      # x @ fixed: mixes x's last axis
+            ga = ax.broadcast(ga, len(sa))
+            self.reduce(name, ga, [len(sa) - 1], True, "a product mixes moving and fixed entries")
+            self.align_out(name)
+        elif ga is None:    # fixed @ x: mixes x's second-to-last axis
+            gb = ax.broadcast(gb, len(sb))
+            self.reduce(name, gb, [len(sb) - 2], True, "a product mixes moving and fixed entries")
+            self.align_out(name)
+        else:
+            self.bilinear(ga, gb, len(sa), len(sb))
+
+    def align_out(self, name: str) -> None:
+        g = self.grid.get(name)
+        if isinstance(g, torch.Tensor):
+            self.grid[name] = ax.compress(ax.broadcast(g, len(self.shape(name) or ())))
+
+    def bilinear(self, ga: torch.Tensor, gb: torch.Tensor, na: int, nb: int, rel: int = -1) -> None:
+        """``a @ b`` invariant: a[..., i, k] and b[..., k, j] scale inversely for every pair."""
+        ga, gb = ax.broadcast(ga, na).unsqueeze(-1), ax.broadcast(gb, nb).unsqueeze(-3)
+        why = "a product of moving and fixed entries"
+        for x, y in ax.pairs(ga, gb):
+            if x >= 0 and y >= 0:
+                self.uf.union(int(x), int(y), rel)
+            elif x >= 0 and y == FIX:
+                self.killed.setdefault(int(x), why)
+            elif y >= 0 and x == FIX:
+                self.killed.setdefault(int(y), why)
+
+    def visit_sdpa(self, name: str, d: dict) -> None:
+        args, kw = d["args"], d.get("kwargs") or {}
+        q, k, v = (tensor_arg(arg(args, i)) for i in range(3))
+        mask = tensor_arg(arg(args, 3, kw.get("attn_mask")))
+        self.kill(self.operand(mask), "a moving attention mask")
+        gq, gk, gv = self.operand(q), self.operand(k), self.operand(v)
+        sq, sk, sv = self.shape(q), self.shape(k), self.shape(v)
+        if sq is None or sk is None or sv is None:
+            self.kill_all([q, k, v], "attention with unknown shapes")
+            return
+        gqa = bool(kw.get("enable_gqa", arg(args, 7, False)))
+        rep = sq[-3] // sk[-3] if gqa and len(sq) >= 3 and len(sk) >= 3 else 1
+        if gq is not None or gk is not None:
+            gq = gq if gq is not None else self.fixed_like(q)
+            gk = gk if gk is not None else self.fixed_like(k)
+            gk = ax.broadcast(gk, len(sk))
+            if rep > 1 and gk.shape[-3] > 1:
+                gk = gk.repeat_interleave(rep, dim=-3)
+            self.bilinear(gq, gk.transpose(-1, -2), len(sq), len(sk))
+        if gv is not None:
+            gv = ax.broadcast(gv, len(sv))
+            if rep > 1 and gv.shape[-3] > 1:
+                gv = gv.repeat_interleave(rep, dim=-3)
+            self.reduce(name, gv, [len(sv) - 2], True, "attention mixes moving and fixed values")
+            self.align_out(name)
+
+    # -- normalizers -----------------------------------------------------------------------------
+    def normalize(self, g: torch.Tensor | None, group_axes: list[int], nd: int, why: str) -> None:
+        """Each group (entries sharing the coordinates off ``group_axes``) scales together and is absorbed."""
+        if g is None:
+            return
+        g = ax.broadcast(g, nd)
+        for labels in ax.group_labels(g, group_axes):
+            slots = labels[labels >= 0]
+            if len(slots) and (labels == FIX).any():
+                for s in slots:
+                    self.killed.setdefault(int(s), why)
+            for s in slots[1:]:
+                self.uf.union(int(slots[0]), int(s))
+            self.normalized.update(int(s) for s in slots)
+
+    def affine_out(self, name: str, weight: str | None, bias: str | None, axes_: list[int], tuple_out: bool,
+                   os_: tuple[int, ...] | None) -> None:
+        """γ (and β) of a normalizer produce the output's slots over ``axes_``; without γ the output is fixed."""
+        if weight is None or not self.is_param(weight) or (bias is not None and not self.is_param(bias)):
+            out = None
+        else:
+            wshape = self.shape(weight) or ()
+            n = prod(wshape)
+            wkey = self.pkey(weight)
+            bkey = self.pkey(bias) if bias is not None else None
+            start = self.new_slots(n, wkey)
+            one = len([s for s in wshape if s > 1]) <= 1 and len(wshape) == 1
+            for c in range(n):
+                self.incidence(wkey, name, 0 if one else FLAT, c, start + c, 1)
+                if bkey is not None:
+                    self.incidence(bkey, name, 0 if one else FLAT, c, start + c, 1)
+            if os_ is None:
+                out = None
+            else:
+                sizes = [os_[a] if a in axes_ else 1 for a in range(len(os_))]
+                out = (torch.arange(n, dtype=torch.int64) + start).view(sizes)
+        if tuple_out:
+            self.grid[name] = [out, None, None, None, None]
+        elif out is not None:
+            self.set(name, out)
+
+    def eps(self, value: Any) -> None:
+        if isinstance(value, (int, float)):
+            self.norm_eps.append(float(value))
 
     def visit_layer_norm(self, name: str, d: dict) -> None:
         args = d["args"]
-        data, nshape = tensor_arg(arg(args, 0)), list(arg(args, 1) or [])
-        shp = self.shape(data) if data else None
-        eps = arg(args, 4)
-        if isinstance(eps, (int, float)):
-            self.norm_eps.append(float(eps))
-        if data not in self.layouts or shp is None or not self.same_layout(data, name):
-            self.fail(name, [data] if data else [], "layer_norm on an unexpected layout")
+        x, nshape = tensor_arg(arg(args, 0)), list(arg(args, 1) or [])
+        xs = self.shape(x)
+        self.eps(arg(args, 4, 1e-5))
+        if xs is None:
             return
-        lay, first = self.layouts[data], len(shp) - len(nshape)
-        if lay.axis < first:  # channels are not normalized together: each channel alone
-            self.fail(name, [data], "layer_norm not over the channel axis")
+        nd = len(xs)
+        naxes = list(range(nd - len(nshape), nd))
+        self.normalize(self.operand(x), naxes, nd, "layer_norm over entries that do not move")
+        tup = d["target"] == "aten.native_layer_norm"
+        self.affine_out(name, tensor_arg(arg(args, 2)), tensor_arg(arg(args, 3)), naxes, tup, xs)
+
+    def visit_rms_norm(self, name: str, d: dict) -> None:
+        args = d["args"]
+        x, nshape = tensor_arg(arg(args, 0)), list(arg(args, 1) or [])
+        xs = self.shape(x)
+        self.eps(arg(args, 3, None))
+        if xs is None:
             return
-        slots = self.slots(data)
-        for s in slots:
-            self.normalized.add(s)
-            self.uf.union(slots[0], s)
-        w, b = tensor_arg(arg(args, 2)), tensor_arg(arg(args, 3))
-        wkey, bkey = self.param_key(w), self.param_key(b)
-        if wkey is None or (b is not None and bkey is None):
-            self.mark_unscalable(name, "layer_norm without affine weight")
+        nd = len(xs)
+        naxes = list(range(nd - len(nshape), nd))
+        self.normalize(self.operand(x), naxes, nd, "rms_norm over entries that do not move")
+        self.affine_out(name, tensor_arg(arg(args, 2)), None, naxes, False, xs)
+
+    def visit_rms(self, name: str, x: str, dims: list[int], eps: float) -> None:
+        """A recognised RMSNorm product x · rsqrt(mean(x², dims) + ε): scale-invariant, output fixed."""
+        xs = self.shape(x)
+        self.eps(eps)
+        if xs is None:
+            return
+        nd = len(xs)
+        self.normalize(self.operand(x), [a % nd for a in dims], nd, "RMS normalization over entries that do not move")
+
+    def visit_batch_norm(self, name: str, d: dict) -> None:
+        args = d["args"]
+        x = tensor_arg(arg(args, 0))
+        xs = self.shape(x)
+        training = bool(arg(args, 5, False)) and d["target"] != "aten._native_batch_norm_legit_no_training"
+        self.eps(arg(args, 7))
+        gx = self.operand(x)
+        if xs is None or len(xs) < 2:
+            self.kill(gx, "batch_norm on an unexpected layout")
+            if d["target"] != "aten.batch_norm":
+                self.grid[name] = [None] * 5
+            return
+        if training:
+            self.normalize(gx, [a for a in range(len(xs)) if a != 1], len(xs), "batch_norm over entries that do not move")
         else:
-            self.produce(name, wkey, bkey, lay.axis - first)
+            self.kill(gx, "eval-mode normalization uses fixed statistics")
+        tup = d["target"] != "aten.batch_norm"
+        self.affine_out(name, tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2)), [1], tup, xs)
+
+    def visit_instance_norm(self, name: str, d: dict) -> None:
+        args = d["args"]
+        x = tensor_arg(arg(args, 0))
+        xs = self.shape(x)
+        self.eps(arg(args, 7))
+        gx = self.operand(x)
+        if xs is None or len(xs) < 3 or not bool(arg(args, 5, True)):
+            self.kill(gx, "instance_norm with fixed statistics")
+            return
+        self.normalize(gx, list(range(2, len(xs))), len(xs), "instance_norm over entries that do not move")
+        self.affine_out(name, tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2)), [1], False, xs)
 
     def visit_group_norm(self, name: str, d: dict) -> None:
         args = d["args"]
-        data, groups = tensor_arg(arg(args, 0)), arg(args, 1)
-        eps = arg(args, 4)
-        if isinstance(eps, (int, float)):
-            self.norm_eps.append(float(eps))
-        if data not in self.layouts or self.layouts[data].axis != 1 or not self.same_layout(data, name):
-            self.fail(name, [data] if data else [], "group_norm on an unexpected layout")
+        native = d["target"] == "aten.native_group_norm"
+        x = tensor_arg(arg(args, 0))
+        groups = int(arg(args, 6) if native else arg(args, 1))
+        w, b = (tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2))) if native else (tensor_arg(arg(args, 2)), tensor_arg(arg(args, 3)))
+        self.eps(arg(args, 7) if native else arg(args, 4))
+        xs = self.shape(x)
+        gx = self.operand(x)
+        if xs is None or len(xs) < 2:
+            self.kill(gx, "group_norm on an unexpected layout")
             return
-        size = self.layouts[data].size
-        per = size // int(groups)
-        for c in range(size):
-            self.normalized.add((data, c))
-            self.uf.union((data, (c // per) * per), (data, c))
-        self.produce_affine(name, tensor_arg(arg(args, 2)), tensor_arg(arg(args, 3)), "group_norm without affine weight")
+        if gx is not None:
+            g = ax.broadcast(gx, len(xs))
+            g = g.expand(*[xs[a] if a == 1 else g.shape[a] for a in range(len(xs))])
+            g = g.reshape(*g.shape[:1], groups, xs[1] // groups, *g.shape[2:])
+            self.normalize(g, list(range(2, g.ndim)), g.ndim, "group_norm over entries that do not move")
+        self.affine_out(name, w, b, [1], native, xs)
 
-    def visit_sum(self, name: str, args: tuple, ins: list[str]) -> None:
-        a, b = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1))
-        if a is None or b is None or self.shape(a) != self.shape(b) or self.shape(a) != self.shape(name):
-            self.fail(name, ins, "sum with a constant or a broadcast operand is not homogeneous")
-            return
-        if a not in self.layouts or b not in self.layouts or self.layouts[a].axis != self.layouts[b].axis:
-            self.fail(name, ins, "sum of tensors with different channel layouts")
-            return
-        self.same_layout(a, name)
-        n = self.layouts[a].size
-        self.join(a, name, ((c, c) for c in range(n)))
-        self.join(b, name, ((c, c) for c in range(n)))
+    visit_native_group_norm = visit_group_norm
 
-    def visit_mul(self, name: str, args: tuple, ins: list[str]) -> None:
-        data, other = tensor_arg(arg(args, 0)), arg(args, 1)
-        if data in self.layouts and isinstance(other, (int, float)) and other != 0 and self.same_layout(data, name):
-            self.join(data, name, ((c, c) for c in range(self.layouts[data].size)))
-        else:
-            self.fail(name, ins, "product of two tensors")
-
-    def visit_cat(self, name: str, args: tuple) -> None:
-        parts = [tensor_arg(t) for t in (arg(args, 0) or [])]
-        shp = self.shape(name)
-        dim = arg(args, 1, 0)
-        if shp is None or any(p not in self.layouts for p in parts):
-            self.fail(name, [p for p in parts if p], "concatenation of tensors without channel layout")
-            return
-        axes = {self.layouts[p].axis for p in parts}
-        dim = dim % len(shp)
-        if len(axes) != 1:
-            self.fail(name, parts, "concatenation of tensors with different channel axes")
-            return
-        axis = axes.pop()
-        self.set_layout(name, axis, shp[axis])
-        offset = 0
-        for p in parts:
-            n = self.layouts[p].size
-            shift = offset if dim == axis else 0
-            self.join(p, name, ((c, c + shift) for c in range(n)))
-            offset += n
-
-    def visit_reshape(self, name: str, data: str | None) -> None:
-        if data not in self.layouts:
-            return
-        src, dst, lay = self.shape(data), self.shape(name), self.layouts[data]
-        if src is None or dst is None:
-            self.fail(name, [data], "reshape with unknown shapes")
-        elif src == dst:
-            self.same_layout(data, name)
-            self.join(data, name, ((c, c) for c in range(lay.size)))
-        elif lay.axis == 1 and len(dst) == 2 and dst[0] == src[0] and dst[1] == prod(src[1:]):
-            block = prod(src[2:])
-            self.set_layout(name, 1, dst[1])
-            self.join(data, name, ((c, c * block + k) for c in range(lay.size) for k in range(block)))
-        else:
-            self.fail(name, [data], "reshape that does not flatten channels into feature blocks")
+    # -- results ---------------------------------------------------------------------------------
+    def shared_params(self) -> set[tuple[str, str]]:
+        """Join the slots a parameter's uses touch so each entry gets one factor; returns the (param, use)
+        pairs whose incidences are not members (every use but the first)."""
+        by_param: dict[str, dict[str, list]] = defaultdict(dict)
+        for rec in self.inc:
+            by_param[rec[0]].setdefault(rec[1], []).append(rec)
+        skip: set[tuple[str, str]] = set()
+        for key, uses in by_param.items():
+            if len(uses) < 2:
+                continue
+            names = list(uses)
+            first = uses[names[0]]
+            first_by = {(r[2], r[3]): (r[4], r[5]) for r in first}
+            first_axes = {r[2] for r in first}
+            for other in names[1:]:
+                skip.add((key, other))
+                recs = uses[other]
+                axes_other = {r[2] for r in recs}
+                if (FLAT in first_axes) != (FLAT in axes_other) and (first_axes | axes_other) != {FLAT}:
+                    why = f"{key} is used elementwise and as a weight"
+                    self.kill((r[4] for r in first + recs), why)
+                    continue
+                for r in recs:
+                    hit = first_by.get((r[2], r[3]))
+                    if hit is None:
+                        self.killed.setdefault(r[4], f"{key} is shared and this use scales it differently")
+                    else:
+                        self.uf.union(hit[0], r[4], hit[1] * r[5])
+                for (a, i), (s, _) in first_by.items():
+                    if a not in axes_other:
+                        self.killed.setdefault(s, f"{key} is shared and another use does not scale it")
+        return skip
 
     def collect(self) -> ScalingResult:
-        bad_roots = {self.uf[(node, c)] for node in set(self.blocked) | set(self.unscalable)
-                     for c in range(self.layouts[node].size)}
-        classes = []
-        for group in self.uf.to_sets():
-            if self.uf[next(iter(group))] in bad_roots:
-                continue
-            slots = sorted(group)
-            producers = [e for s in slots if s in self.producers for e in self.producers[s]]
-            consumers = [e for s in slots if s in self.consumers for e in self.consumers[s]]
-            normalized = not self.normalized.isdisjoint(slots)
-            if not producers or not (consumers or normalized):
-                continue
-            classes.append((slots, producers, consumers, normalized))
+        skip = self.shared_params()
+        dead: set[int] = set()
         reasons: dict[str, int] = {}
-        for table in (self.blocked, self.unscalable):
-            for node, why in table.items():
-                reasons[why] = reasons.get(why, 0) + self.layouts[node].size
-        return ScalingResult(classes, self.layouts, sorted(set(self.unknown)), self.norm_eps, reasons)
+        for s, why in self.killed.items():
+            dead.add(self.uf.find(s)[0])
+            reasons[why] = reasons.get(why, 0) + 1
+        dead |= {self.uf.find(r)[0] for r in self.uf.bad}
+        classes: dict[int, ScaleClass] = {}
+        for param, use, axis, index, slot, sign in self.inc:
+            if (param, use) in skip:
+                continue
+            root, par = self.uf.find(slot)
+            if root in dead:
+                continue
+            c = classes.get(root)
+            if c is None:
+                c = classes[root] = ScaleClass({}, slot, False)
+            k = (param, axis, index)
+            c.entries[k] = c.entries.get(k, 0) + sign * par
+            c.first_slot = min(c.first_slot, slot)
+        for s in self.normalized:
+            root = self.uf.find(s)[0]
+            if root in classes:
+                classes[root].normalized = True
+        out = [c for c in classes.values()]
+        return ScalingResult(out, self.slot_names, dict(self.cg.param_shapes), sorted(set(self.unknown)), self.norm_eps, reasons)
 
 
 def scaling_pass(cg: CapturedGraph) -> ScalingResult:

@@ -1,81 +1,212 @@
-"""Translation symmetries: adding a constant where a normalizer or softmax subtracts it again.
+"""Translation symmetries: shifts of parameter entries that something downstream absorbs.
 
-A shift is *absorbed* by softmax cross-entropy (constant across classes, may vary per sample), by
-LayerNorm over the trailing feature axis (the same), and by train-mode BatchNorm / InstanceNorm /
-GroupNorm / LayerNorm over (C, H, W) (constant across the normalized set). Shifts come from a producer's
-bias (constant everywhere) or, for a Linear whose output features are the absorbed axis, from one weight
-column (adds α·h_j to every feature of a sample). Between producer and absorber only shift-equivariant,
-single-use ops are allowed (identity, max pooling, average pooling without zero padding).
+A *source* is one parameter with a pattern: entry i of it moves by α_i along one of its axes (a bias's
+entries, a weight's rows or columns, the rows or columns of a position embedding or an embedding table).
+Each use of the parameter turns that into a shift δ of its output, and δ is followed forward through the
+graph (shift.py) as a label grid — which entries move together and how their factors vary — until it is
+*absorbed* (a normalizer removes a shift constant over each normalization group: LayerNorm over its
+trailing axes, train-mode BatchNorm per channel, GroupNorm per group, softmax along its axis — this is
+how softmax over keys absorbs key biases — and cross-entropy along the class axis, of [B, C] or
+[B, S, V] logits) or *breaks* (a non-linear op, a second moving operand, MSE). An absorber joins the
+entries that share a group (so a bias before GroupNorm moves per group, before LayerNorm as a whole) and
+drops entries whose shift is not constant there; a break drops the entries it sees. What is left are the
+translation groups of the source. RMSNorm has no translations: its ops are not linear.
 
-Two further cases, both built from per-channel bias shifts:
-
-* *Further upstream of a per-channel normalizer* (train-mode BatchNorm / InstanceNorm): a shift α·e_j of
-  entry j of an earlier bias, passed through a Linear (or a convolution without zero padding, which maps
-  a spatially constant input to a spatially constant output), arrives as the per-channel constant
-  α·W e_j, which the normalizer removes. So every entry of that earlier bias is a translation group, for
-  each layer of such a chain. A zero-padded convolution does not keep the shift constant near the border.
-* *Biases meeting at a sum*: when two or more per-channel biases (of Linear/Conv layers or of affine
-  normalizers) reach one residual add (or sub) through single-use, shift-equivariant ops that keep the
-  channel axis, moving α from one to another leaves the sum unchanged: per channel c, the first bias
-  entry with sign +1 against each other one with the sign that cancels it. Other contributors to the sum
-  (a ReLU output, the input) do not matter: their values do not move.
+A second family pairs biases that meet at a sum: entry c of one moves by +α and the matching entry of
+the other by ∓α (nested single-use sums count as one sum), when each reaches the sum through a chain of
+single-use ops that carry its shift unmodulated to the same positions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
+import numpy as np
+
 from ..symmetry import Member
 from .capture import CapturedGraph
 from .op_semantics import semantics
 from .scaling import arg, tensor_arg
+from .shift import Broken, Shift, Stepper, source_shift
 
 
 @dataclass(frozen=True)
 class TranslationGroup:
     members: tuple[Member, ...]
-    producer: str          # the op node whose parameter moves
-    label: str             # state_dict key the group lives in
+    producer: str          # the node whose parameter moves
+    label: str             # state_dict key the group lives in (with the axis when not 0)
     channel: int | None
     absorber: str
 
 
-def _shift_equivariant(cg: CapturedGraph, node: str) -> bool:
+class _Entries:
+    """Union-find over the entries of one source, with the ones a break removes."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n + 1))
+        self.killed: set[int] = set()
+        self.absorbed: set[int] = set()
+        self.absorber: str | None = None
+        self.n = n
+
+    def find(self, e: int) -> int:
+        while self.parent[e] != e:
+            self.parent[e] = self.parent[self.parent[e]]
+            e = self.parent[e]
+        return e
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def kill(self, entries) -> None:
+        self.killed.update(int(e) for e in entries if e > 0)
+
+    def kill_all(self) -> None:
+        self.killed.update(range(1, self.n + 1))
+
+    @property
+    def dead(self) -> bool:
+        return len(self.killed) >= self.n
+
+
+def _run_source(cg: CapturedGraph, order: list[str], param_node: str, axis: int, stepper: Stepper) -> _Entries | None:
+    shape = cg.graph.nodes[param_node]["shape"]
+    if not shape:
+        return None
+    n = shape[axis] if shape else 1
+    ent = _Entries(n)
+    state: dict[str, object] = {}
+    uses = set(cg.graph.successors(param_node))
+    for name in order:
+        if ent.dead:
+            break
+        d = cg.graph.nodes[name]
+        if d["kind"] == "loss":
+            src = tensor_arg(d["args"][0])
+            sh = state.get(src)
+            if isinstance(sh, Shift):
+                if d["target"] == "loss.cross_entropy":
+                    stepper.absorb(sh, [len(cg.graph.nodes[src]["shape"] or ()) - 1], ent, name)
+                else:
+                    stepper.fail(sh, ent)
+            continue
+        if d["kind"] != "op":
+            continue
+        ins = stepper.inputs(d)
+        shifted = {i: state[i] for i in ins if i in state}
+        initial = None
+        if name in uses:
+            try:
+                initial = source_shift(cg, name, param_node, axis, n)
+            except Broken:
+                ent.kill_all()
+                break
+            if initial == "data":
+                shifted[param_node] = Shift.entries(shape, axis)
+                initial = None
+        if not shifted and initial is None:
+            continue
+        try:
+            out = stepper.step(name, d, shifted, ent) if shifted else None
+        except Broken:
+            for sh in shifted.values():
+                stepper.fail(sh, ent)
+            continue
+        if initial is not None:
+            out = initial if out is None else stepper.add(out, initial)
+        if out is not None:
+            state[name] = out
+    return ent
+
+
+def _sources(cg: CapturedGraph) -> list[tuple[str, int]]:
+    """(param node, axis) patterns worth following: a bias or norm β along its axis, a weight along its
+    input axis (a row shift is never absorbed where the columns' sum is not), an embedding table along
+    rows and columns, a parameter used as data along each non-trivial axis."""
+    out: list[tuple[str, int]] = []
+    for name, d in cg.graph.nodes(data=True):
+        if d["kind"] != "param" or not d["shape"]:
+            continue
+        shape = d["shape"]
+        axes: set[int] = set()
+        for use in cg.graph.successors(name):
+            ud = cg.graph.nodes[use]
+            if ud["kind"] != "op":
+                continue
+            role = semantics(ud["target"]).role
+            pos = [p[0] for p in cg.graph.edges[name, use]["pos"] if len(p) == 1]
+            if role == "affine" and 1 in pos:
+                transposed = ud["target"].startswith("aten.conv_transpose") or (
+                    ud["target"] == "aten.convolution" and bool(arg(ud["args"], 6, False)))
+                axes.add(0 if transposed else 1)
+            elif role == "addmm" and 2 in pos:
+                axes.add(0)
+            elif role == "matmul":
+                axes.add(0 if 1 in pos else 1)
+            elif role == "embedding":
+                axes.update((0, 1))
+            elif role in ("affine", "addmm", "layer_norm", "batch_norm", "instance_norm", "group_norm"):
+                axes.add(0)
+            else:
+                axes.update(a for a, s_ in enumerate(shape) if s_ > 1)
+        axes = {a for a in axes if a < len(shape)} or {0}
+        out += [(name, a) for a in sorted(axes)]
+    return out
+
+
+def translation_pass(cg: CapturedGraph) -> tuple[list[TranslationGroup], list[str]]:
+    order = [n for n in nx.topological_sort(cg.graph)]
+    stepper = Stepper(cg)
+    groups: list[TranslationGroup] = []
+    seen: set[tuple] = set()
+    sources = _sources(cg)
+    patterns: dict[str, int] = {}
+    for p, _ in sources:
+        patterns[p] = patterns.get(p, 0) + 1
+    for param_node, axis in sources:
+        ent = _run_source(cg, order, param_node, axis, stepper)
+        if ent is None:
+            continue
+        key = cg.graph.nodes[param_node]["param"]
+        shape = cg.graph.nodes[param_node]["shape"]
+        classes: dict[int, list[int]] = {}
+        for e in range(1, ent.n + 1):
+            if e in ent.killed or e not in ent.absorbed:
+                continue
+            classes.setdefault(ent.find(e), []).append(e - 1)
+        dead_roots = {ent.find(e) for e in ent.killed}
+        for root, idx in sorted(classes.items()):
+            if root in dead_roots:
+                continue
+            whole = len(idx) == ent.n     # every index along the axis: every entry of the parameter
+            member = Member(key, None, (), 1) if whole else Member(key, axis, tuple(idx), 1)
+            form = (member.param, member.axis, member.indices)
+            if form in seen:
+                continue
+            seen.add(form)
+            label = key if patterns[param_node] == 1 or whole else f"{key}@{axis}"
+            groups.append(TranslationGroup((member,), param_node, label, None if whole else idx[0],
+                                           ent.absorber or "loss"))
+    groups += _sum_groups(cg, stepper)
+    return groups, sorted(set(stepper.unknown))
+
+
+# -- biases meeting at a sum -----------------------------------------------------------------------
+def _plain_sum(cg: CapturedGraph, node: str) -> bool:
+    """``a + b`` or ``a - b`` of two different tensors of the output's shape (no ``alpha``)."""
     d = cg.graph.nodes[node]
-    sem = semantics(d.get("target") or "")
-    if not sem.shift_equivariant or sem.role == "cat":
+    if d["kind"] != "op" or semantics(d["target"]).role not in ("add", "sub") or len(d["args"]) != 2:
         return False
-    if sem.role == "pool" and "avg_pool" in d["target"] and "adaptive" not in d["target"]:
-        args = d["args"]
-        padding = arg(args, 3, 0)
-        pads = padding if isinstance(padding, (list, tuple)) else [padding]
-        count_include_pad = arg(args, 5, True)
-        if any(p != 0 for p in pads) and count_include_pad:
-            return False  # zero padding is averaged in: a shift does not pass unchanged
-        if arg(args, 6) is not None:
-            return False
-    if sem.role == "flatten":
-        return cg.graph.nodes[node]["shape"] == cg.graph.nodes[tensor_arg(d["args"][0])]["shape"]
-    return True
-
-
-def _producer_of(cg: CapturedGraph, start: str | None) -> str | None:
-    """Walk back from an absorber's input through single-use shift-equivariant ops to an affine op."""
-    node = start
-    while node is not None:
-        d = cg.graph.nodes[node]
-        if d["kind"] != "op" or cg.graph.out_degree(node) != 1:
-            return None
-        if semantics(d["target"]).role == "affine":
-            return node
-        if not _shift_equivariant(cg, node):
-            return None
-        node = tensor_arg(d["args"][0])
-    return None
+    if (d.get("kwargs") or {}).get("alpha", 1) != 1:
+        return False
+    ops = [tensor_arg(a) for a in d["args"]]
+    return all(o is not None and cg.graph.nodes[o]["shape"] == d["shape"] for o in ops) and ops[0] != ops[1]
 
 
 def _single_use(cg: CapturedGraph, node: str) -> bool:
-    """One user, which takes it as one argument (``h + h`` uses ``h`` twice through one edge)."""
     g = cg.graph
     if g.out_degree(node) != 1:
         return False
@@ -83,210 +214,100 @@ def _single_use(cg: CapturedGraph, node: str) -> bool:
     return len(g.edges[node, user]["pos"]) == 1
 
 
-_NORM_BIAS_ARG = {"batch_norm": 2, "instance_norm": 2, "group_norm": 3, "layer_norm": 3}
+_BIAS_ARG = {"affine": 2, "addmm": 0, "layer_norm": 3, "batch_norm": 2, "instance_norm": 2, "group_norm": 3}
 
 
-def _bias_source(cg: CapturedGraph, node: str | None) -> tuple[str, int] | None:
-    """``(bias key, channel axis)`` when ``node`` adds its own per-channel bias (Linear/Conv bias, or β of
-    an affine normalizer whose β is one entry per channel), else None."""
-    if node is None or cg.graph.nodes[node]["kind"] != "op":
-        return None
+def _bias_param(cg: CapturedGraph, node: str) -> str | None:
     d = cg.graph.nodes[node]
-    role, args, shp = semantics(d["target"]).role, d["args"], d["shape"]
-    if not shp:
+    role = semantics(d["target"]).role
+    if role not in _BIAS_ARG:
         return None
-    if role == "affine":
-        bkey, axis = _param(cg, tensor_arg(arg(args, 2))), (len(shp) - 1 if d["target"] == "aten.linear" else 1)
-    elif role in _NORM_BIAS_ARG:
-        bkey, axis = _param(cg, tensor_arg(arg(args, _NORM_BIAS_ARG[role]))), 1
-        if role == "layer_norm":
-            if len(arg(args, 1) or []) != 1:
-                return None  # β over (C, H, W) is per position, not per channel
-            axis = len(shp) - 1
-    else:
+    p = tensor_arg(arg(d["args"], _BIAS_ARG[role]))
+    if p is None or cg.graph.nodes[p]["kind"] != "param" or cg.graph.out_degree(p) != 1:
         return None
-    if bkey is None or len(shp) < 2 or cg.param_shapes[bkey] != (shp[axis],):
+    if len(cg.graph.nodes[p]["shape"] or ()) != 1:
         return None
-    return bkey, axis
+    return p
 
 
-def _walk_back(cg: CapturedGraph, start: str | None, channel_axis_one: bool) -> str | None:
-    """From a tensor, back through single-use shift-equivariant ops (channel-keeping ones when the channel
-    axis may not be 1) to the op that made it; None when a use or an op on the way breaks the shift."""
+def _chain(cg: CapturedGraph, start: str | None) -> tuple[str, str, list[str]] | None:
+    """Back from a sum operand through single-use one-input ops to a layer with a bias:
+    (layer node, bias param node, ops after the layer in forward order)."""
+    path: list[str] = []
     node = start
     while node is not None:
         d = cg.graph.nodes[node]
         if d["kind"] != "op" or not _single_use(cg, node):
             return None
-        if not (_shift_equivariant(cg, node) and semantics(d["target"]).role != "mean"):
-            return node
-        if not channel_axis_one and semantics(d["target"]).role == "pool":
+        bias = _bias_param(cg, node)
+        if bias is not None:
+            return node, bias, list(reversed(path))
+        role = semantics(d["target"]).role
+        if role not in ("unary", "movement", "flatten", "pool", "mul", "div", "getitem"):
             return None
-        node = tensor_arg(d["args"][0])
+        ins = [t for t in (tensor_arg(a) for a in d["args"]) if t is not None]
+        if len(ins) != 1:
+            return None
+        path.append(node)
+        node = ins[0]
     return None
 
 
-def _passes_constant(cg: CapturedGraph, node: str) -> bool:
-    """A Linear, or a non-transposed convolution without zero padding: maps an input shift that is constant
-    along every non-feature axis to an output shift constant along them (α·W e_j per output channel)."""
-    d = cg.graph.nodes[node]
-    args = d["args"]
-    weight = tensor_arg(arg(args, 1))
-    if weight is None or cg.graph.nodes[weight]["kind"] != "param":
-        return False  # a weight computed from activations could move with the shift
-    if d["target"] == "aten.linear":
-        return True
-    if d["target"] not in ("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.convolution"):
-        return False
-    if d["target"] == "aten.convolution" and arg(args, 6, False):
-        return False
-    padding = arg(args, 4, 0)
-    pads = padding if isinstance(padding, (list, tuple)) else [padding]
-    return all(p == 0 or p == "valid" for p in pads)
-
-
-def _upstream_groups(cg: CapturedGraph, first: str | None, absorber: str) -> list[TranslationGroup]:
-    """Per-entry groups of the biases that reach ``first`` (the layer right before a per-channel
-    normalizer) through chains of Linear / unpadded convolutions and shift-equivariant single-use ops."""
-    out: list[TranslationGroup] = []
-    node = first
-    while node is not None and _passes_constant(cg, node):
+def _terms(cg: CapturedGraph, top: str, stepper: Stepper, inner: set[str]) -> list[tuple[str, int, np.ndarray]]:
+    """(bias key, sign at the sum, entry grid at the sum) of every bias reaching the (nested) sum."""
+    terms: list[tuple[str, int, np.ndarray]] = []
+    stack = [(top, 1)]
+    while stack:
+        node, sign = stack.pop()
         d = cg.graph.nodes[node]
-        data = tensor_arg(arg(d["args"], 0))
-        lin = d["target"] == "aten.linear"
-        in_shape = cg.graph.nodes[data]["shape"] if data is not None else None
-        if not in_shape or len(in_shape) < 2:
-            return out
-        up = _walk_back(cg, data, channel_axis_one=not lin)
-        src = _bias_source(cg, up)
-        if src is not None and src[1] == (len(in_shape) - 1 if lin else 1):
-            bkey = src[0]
-            out += [TranslationGroup((Member(bkey, 0, (j,), 1),), up, bkey, j, absorber)
-                    for j in range(cg.param_shapes[bkey][0])]
-        node = up if up is not None and semantics(cg.graph.nodes[up]["target"]).role == "affine" else None
-    return out
+        for i, a in enumerate(d["args"]):
+            operand = tensor_arg(a)
+            s = -sign if (semantics(d["target"]).role == "sub" and i == 1) else sign
+            if operand is not None and _plain_sum(cg, operand) and _single_use(cg, operand):
+                inner.add(operand)
+                stack.append((operand, s))
+                continue
+            found = _chain(cg, operand)
+            if found is None:
+                continue
+            layer, bias, path = found
+            n = cg.graph.nodes[bias]["shape"][0]
+            try:
+                sh = source_shift(cg, layer, bias, 0, n)
+                if not isinstance(sh, Shift):
+                    continue
+                ent = _Entries(n)
+                for op in path:
+                    sh = stepper.step(op, cg.graph.nodes[op], {stepper.inputs(cg.graph.nodes[op])[0]: sh}, ent)
+                    if not isinstance(sh, Shift):
+                        break
+            except Broken:
+                continue
+            if not isinstance(sh, Shift) or ent.killed or not sh.unmodulated():
+                continue
+            terms.append((cg.graph.nodes[bias]["param"], s, sh.entry_grid(cg.graph.nodes[top]["shape"])))
+    return terms
 
 
-def _plain_sum(cg: CapturedGraph, node: str) -> bool:
-    """``a + b`` or ``a - b`` of two tensors of the output's shape (no ``alpha``, no broadcasting)."""
-    d = cg.graph.nodes[node]
-    if d["kind"] != "op" or semantics(d["target"]).role not in ("add", "sub") or len(d["args"]) != 2:
-        return False
-    if d.get("kwargs", {}).get("alpha", 1) != 1:
-        return False
-    ops = [tensor_arg(a) for a in d["args"]]
-    return all(o is not None and cg.graph.nodes[o]["shape"] == d["shape"] for o in ops) and ops[0] != ops[1]
-
-
-def _sum_groups(cg: CapturedGraph) -> list[TranslationGroup]:
-    """Pair translations of biases meeting at a sum; nested single-use sums count as one sum."""
-    found: dict[str, list[tuple[str, int, int]]] = {}   # sum node → (bias key, ±1 the sum sees, channel axis)
+def _sum_groups(cg: CapturedGraph, stepper: Stepper) -> list[TranslationGroup]:
+    found: dict[str, list] = {}
     inner: set[str] = set()
     for top in (n for n in cg.graph.nodes if _plain_sum(cg, n)):
-        shape, terms = cg.graph.nodes[top]["shape"], []
-        stack = [(top, 1)]
-        while stack:
-            node, sign = stack.pop()
-            d = cg.graph.nodes[node]
-            for i, operand in enumerate(tensor_arg(a) for a in d["args"]):
-                s = -sign if (semantics(d["target"]).role == "sub" and i == 1) else sign
-                up = _walk_back(cg, operand, channel_axis_one=True)
-                if up is not None and _plain_sum(cg, up):
-                    inner.add(up)
-                    stack.append((up, s))
-                    continue
-                src = _bias_source(cg, up)
-                if src is None:
-                    continue  # a contributor without a bias of its own: its value does not move
-                pooled = any(semantics(cg.graph.nodes[p]["target"]).role == "pool" for p in _path(cg, operand, up))
-                if (src[1] != 1 and pooled) or cg.param_shapes[src[0]][0] != shape[src[1]]:
-                    continue  # a pool over the trailing axes would mix the channels of a Linear's output
-                terms.append((src[0], s, src[1]))
-        found[top] = terms
+        found[top] = _terms(cg, top, stepper, inner)
     out: list[TranslationGroup] = []
     for top, terms in found.items():
-        if top in inner:
+        if top in inner or len(terms) < 2:
             continue
-        for axis in sorted({a for _, _, a in terms}):
-            same = [(k, s) for k, s, a in terms if a == axis]
-            (k0, s0), rest = same[0], same[1:]
-            for k, s in rest:
-                out += [TranslationGroup((Member(k0, 0, (c,), 1), Member(k, 0, (c,), -s0 * s)), top, k, c, top)
-                        for c in range(cg.param_shapes[k0][0])]
-    return out
-
-
-def _path(cg: CapturedGraph, start: str | None, end: str) -> list[str]:
-    """The ops from ``start`` back to (not including) ``end`` along argument 0."""
-    out, node = [], start
-    while node is not None and node != end:
-        out.append(node)
-        node = tensor_arg(cg.graph.nodes[node]["args"][0])
-    return out
-
-
-def _param(cg: CapturedGraph, node: str | None) -> str | None:
-    if node is None or cg.graph.nodes[node]["kind"] != "param" or cg.graph.out_degree(node) != 1:
-        return None
-    return cg.graph.nodes[node]["param"]
-
-
-def translation_pass(cg: CapturedGraph) -> list[TranslationGroup]:
-    groups: list[TranslationGroup] = []
-    for name, d in cg.graph.nodes(data=True):
-        target, args = d.get("target"), d.get("args", ())
-        role = semantics(target or "").role if d["kind"] == "op" else None
-        data = tensor_arg(arg(args, 0)) if args else None
-        if d["kind"] == "loss" and target == "loss.cross_entropy":
-            shp = cg.graph.nodes[data]["shape"]
-            if shp is not None and len(shp) == 2:
-                groups += _groups(cg, _producer_of(cg, data), name, columns=True, channel_groups=None)
-        elif role in ("batch_norm", "instance_norm") and bool(arg(args, 5, False)):
-            prod = _producer_of(cg, data)
-            groups += _groups(cg, prod, name, columns=False, channel_groups="each")
-            if prod is not None:
-                lin = cg.graph.nodes[prod]["target"] == "aten.linear"
-                if (lin and role == "batch_norm" and len(cg.graph.nodes[prod]["shape"] or ()) == 2) or not lin:
-                    groups += _upstream_groups(cg, prod, name)
-        elif role == "group_norm":
-            groups += _groups(cg, _producer_of(cg, data), name, columns=False, channel_groups=int(arg(args, 1)))
-        elif role == "layer_norm":
-            shp = cg.graph.nodes[data]["shape"] if data else None
-            nshape = list(arg(args, 1) or [])
-            if shp is None:
-                continue
-            prod_node = _producer_of(cg, data)
-            if prod_node is None:
-                continue
-            is_linear = cg.graph.nodes[prod_node]["target"] == "aten.linear"
-            if is_linear and len(nshape) == 1:
-                groups += _groups(cg, prod_node, name, columns=True, channel_groups=None)
-            elif not is_linear and len(nshape) == len(shp) - 1:
-                groups += _groups(cg, prod_node, name, columns=False, channel_groups=None)
-    return groups + _sum_groups(cg)
-
-
-def _groups(cg: CapturedGraph, producer: str | None, absorber: str, columns: bool, channel_groups) -> list[TranslationGroup]:
-    """Groups of one producer: weight columns (linear only), then the bias (whole or per channel group)."""
-    if producer is None:
-        return []
-    d = cg.graph.nodes[producer]
-    args = d["args"]
-    wkey, bkey = _param(cg, tensor_arg(arg(args, 1))), _param(cg, tensor_arg(arg(args, 2)))
-    out: list[TranslationGroup] = []
-    if columns and d["target"] == "aten.linear" and wkey is not None:
-        for j in range(cg.param_shapes[wkey][1]):
-            out.append(TranslationGroup((Member(wkey, 1, (j,), 1),), producer, wkey, j, absorber))
-    if bkey is None:
-        return out
-    n = cg.param_shapes[bkey][0]
-    if channel_groups is None:
-        out.append(TranslationGroup((Member(bkey, None, (), 1),), producer, bkey, None, absorber))
-    elif channel_groups == "each":
-        out += [TranslationGroup((Member(bkey, 0, (c,), 1),), producer, bkey, c, absorber) for c in range(n)]
-    else:
-        per = n // channel_groups
-        for gi in range(channel_groups):
-            idx = tuple(range(gi * per, (gi + 1) * per))
-            out.append(TranslationGroup((Member(bkey, 0, idx, 1),), producer, bkey, gi, absorber))
+        k0, s0, g0 = terms[0]
+        for k, s, g in terms[1:]:
+            flat0, flat = g0.reshape(-1), g.reshape(-1)
+            for e in np.unique(flat0[flat0 > 0]):
+                partners = np.unique(flat[flat0 == e])
+                if len(partners) != 1 or partners[0] <= 0:
+                    continue
+                e2 = partners[0]
+                if not np.array_equal(flat0 == e, flat == e2):
+                    continue
+                out.append(TranslationGroup((Member(k0, 0, (int(e) - 1,), 1), Member(k, 0, (int(e2) - 1,), -s0 * s)),
+                                            top, k, int(e) - 1, top))
     return out

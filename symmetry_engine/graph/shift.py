@@ -1,0 +1,543 @@
+"""How a parameter shift δ moves through ops: the step rules of the translation pass (translation.py).
+
+A :class:`Shift` is δ's structure on one tensor as label grids (axes.py), never its values:
+
+* *pure*: ``E`` labels each entry with the source entry i whose α_i it carries (0: no shift) and ``M``
+  partitions the entries by the factor multiplying it (a mask, an input value): δ = f(M)·α_E;
+* *mixed*: after a contraction (a Linear, a matmul with an activation) an entry carries a combination of
+  several α_i; ``E`` is None and ``M`` only partitions entries into groups with equal δ (0: no shift).
+
+A normalizer absorbs δ when it is constant over each normalization group: for a pure shift that joins
+the entries of a group (they must move together) and drops entries mixed with unmoved ones or with other
+factors; a mixed shift must be constant on each group outright. A non-linear op, an unknown op or a
+second moving operand of a product breaks the shift: pure entries seen there are dropped, a mixed shift
+drops the whole source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import axes as ax
+from .capture import CapturedGraph
+from .op_semantics import semantics
+from .scaling import arg, tensor_arg
+
+
+class Broken(Exception):
+    """The shift does not pass this op."""
+
+
+@dataclass
+class Shift:
+    E: torch.Tensor | None
+    M: torch.Tensor
+
+    @staticmethod
+    def entries(shape, axis: int) -> "Shift":
+        return Shift(ax.fresh(shape, [axis], 1), ax.constant(shape, 1))
+
+    @property
+    def pure(self) -> bool:
+        return self.E is not None
+
+    def labels(self) -> torch.Tensor:
+        """Mixed-form labels: equal label ⇒ equal δ for every α (0: no shift)."""
+        if self.E is None:
+            return self.M
+        return ax.combine(self.E, self.M)[0]
+
+    def unmodulated(self) -> bool:
+        if self.E is None:
+            return False
+        e, m = torch.broadcast_tensors(*(ax.broadcast(t, max(self.E.ndim, self.M.ndim)) for t in (self.E, self.M)))
+        return len(torch.unique(m[e > 0])) <= 1
+
+    def entry_grid(self, shape) -> np.ndarray:
+        return ax.expand(ax.broadcast(self.E, len(shape)), shape).numpy()
+
+    def entries_seen(self) -> np.ndarray:
+        return np.unique(self.E.numpy()) if self.E is not None else np.array([], dtype=np.int64)
+
+
+def _mixed(labels: torch.Tensor) -> Shift:
+    return Shift(None, ax.compress(labels))
+
+
+def _varying(shape, axes_) -> torch.Tensor:
+    """Labels that vary along ``axes_`` of ``shape`` (a factor that may differ there)."""
+    return ax.fresh(shape, [a for a in axes_ if shape[a] > 1], 1)
+
+
+def _modulate(sh: Shift, var: torch.Tensor) -> Shift:
+    if sh.pure:
+        return Shift(sh.E, ax.combine(sh.M, var, zero_a=False)[0])
+    return _mixed(ax.combine(sh.M, var)[0])
+
+
+def _signature(labels: torch.Tensor, axes_: list[int]) -> torch.Tensor:
+    """One label per position off ``axes_`` for each distinct tuple of labels along them (keepdim)."""
+    keep = [a for a in range(labels.ndim) if a not in axes_]
+    t = labels.permute(keep + list(axes_))
+    rows = t.reshape(int(np.prod(t.shape[: len(keep)])) if keep else 1, -1).numpy()
+    uniq, inv = np.unique(rows, axis=0, return_inverse=True)
+    lab = np.arange(1, len(uniq) + 1)
+    lab[(uniq == 0).all(axis=1)] = 0
+    out = torch.from_numpy(lab[inv.reshape(-1)]).view([labels.shape[a] for a in keep] + [1] * len(axes_))
+    inverse = [0] * labels.ndim
+    for i, a in enumerate(keep + list(axes_)):
+        inverse[a] = i
+    return out.permute(inverse)
+
+
+_BIAS_ARG = {"affine": 2, "addmm": 0, "layer_norm": 3, "batch_norm": 2, "instance_norm": 2, "group_norm": 3}
+
+
+def source_shift(cg: CapturedGraph, use: str, param: str, axis: int, n: int) -> Shift | str | None:
+    """The shift at ``use``'s output when entry i of ``param`` along ``axis`` moves by α_i; "data" when the
+    parameter enters as an ordinary operand (the step rules take it from there)."""
+    d = cg.graph.nodes[use]
+    role = semantics(d["target"]).role
+    args = d["args"]
+    pos = [p for p in cg.graph.edges[param, use]["pos"]]
+    flat = [p[0] if len(p) == 1 else None for p in pos]
+    os_ = d["shape"]
+    pshape = cg.graph.nodes[param]["shape"]
+    if role in ("affine", "addmm", "matmul", "embedding", "layer_norm", "batch_norm", "instance_norm",
+                "group_norm", "rms_norm", "native_group_norm", "sdpa") and len(flat) != 1:
+        raise Broken()
+    i = flat[0] if flat else None
+    if os_ is None:
+        raise Broken()
+    nd = len(os_)
+    if role == "affine":
+        spatial = len(cg.graph.nodes[tensor_arg(args[1])]["shape"] or ()) - 2 if d["target"] != "aten.linear" else 0
+        oaxis = nd - 1 if d["target"] == "aten.linear" else nd - spatial - 1
+        transposed = d["target"].startswith("aten.conv_transpose") or (d["target"] == "aten.convolution" and bool(arg(args, 6, False)))
+        if transposed:
+            raise Broken()
+        others = [a for a in range(nd) if a != oaxis]
+        if i == 2:
+            return Shift(ax.fresh(os_, [oaxis], 1), ax.constant(os_, 1))
+        if i == 1 and axis == 0:     # rows: output feature i moves by α_i times a sum of inputs
+            return Shift(ax.fresh(os_, [oaxis], 1), _varying(os_, others))
+        groups = arg(args, 8, 1) if d["target"] == "aten.convolution" else arg(args, 6, 1)
+        if i == 1 and axis == 1 and d["target"] != "aten.linear" and int(groups or 1) != 1:
+            return _mixed(_varying(os_, range(nd)))   # grouped: each output channel reads its own group
+        if i == 1 and axis == 1:     # columns: every output feature moves by Σ α_j x_j
+            return _mixed(_varying(os_, others))
+        raise Broken()
+    if role == "addmm":
+        if i == 0 and len(pshape) == 1:
+            return Shift(ax.fresh(os_, [1], 1), ax.constant(os_, 1))
+        if i == 2 and axis == 1:
+            return Shift(ax.fresh(os_, [1], 1), _varying(os_, [0]))
+        if i == 2 and axis == 0:
+            return _mixed(_varying(os_, [0]))
+        raise Broken()
+    if role == "matmul":
+        other = tensor_arg(args[1 - i])
+        if other is None or cg.graph.nodes[other]["kind"] == "param" or len(pshape) != 2:
+            raise Broken()
+        if i == 1:
+            return (Shift(ax.fresh(os_, [nd - 1], 1), _varying(os_, range(nd - 1))) if axis == 1
+                    else _mixed(_varying(os_, range(nd - 1))))
+        return (Shift(ax.fresh(os_, [nd - 2], 1), _varying(os_, [a for a in range(nd) if a != nd - 2])) if axis == 0
+                else _mixed(_varying(os_, [a for a in range(nd) if a != nd - 2])))
+    if role == "embedding":
+        if i != 0:
+            raise Broken()
+        if axis == 1:
+            return Shift(ax.fresh(os_, [nd - 1], 1), ax.constant(os_, 1))
+        return _mixed(_varying(os_, range(nd - 1)))
+    if role in _BIAS_ARG and i == _BIAS_ARG[role]:
+        # β of a normalizer: entries broadcast over the parameter's axes
+        if role == "layer_norm":
+            paxes = list(range(nd - len(pshape), nd))
+        else:
+            paxes = [1]
+        return Shift(ax.fresh(os_, [paxes[axis]], 1), ax.constant(os_, 1))
+    if role in ("affine", "addmm", "layer_norm", "batch_norm", "instance_norm", "group_norm", "rms_norm",
+                "native_group_norm", "sdpa", "embedding"):
+        raise Broken()   # a gain or a weight in a role that does not pass a shift linearly
+    return "data"
+
+
+class Stepper:
+    """Step rules for one op given the shifts of its inputs (see the module docstring)."""
+
+    def __init__(self, cg: CapturedGraph) -> None:
+        self.cg = cg
+        self.unknown: list[str] = []
+
+    def shape(self, name: str | None):
+        return None if name is None else self.cg.graph.nodes[name].get("shape")
+
+    def inputs(self, d: dict) -> list[str]:
+        out: list[str] = []
+
+        def walk(a: Any) -> None:
+            t = tensor_arg(a)
+            if t is not None:
+                out.append(t)
+            elif isinstance(a, (list, tuple)):
+                for x in a:
+                    walk(x)
+        walk(d["args"])
+        walk(tuple((d.get("kwargs") or {}).values()))
+        return out
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def fail(self, sh: Any, ent) -> None:
+        for s in (sh if isinstance(sh, list) else [sh]):
+            if isinstance(s, Shift):
+                if s.pure:
+                    ent.kill(s.entries_seen())
+                else:
+                    ent.kill_all()
+
+    def absorb(self, sh: Shift, group_axes: list[int], ent, where: str) -> None:
+        nd = max(sh.M.ndim, sh.E.ndim if sh.E is not None else 0, max(group_axes, default=-1) + 1)
+        if sh.pure:
+            lab, info = ax.combine(ax.broadcast(sh.E, nd), ax.broadcast(sh.M, nd))
+            for labels in ax.group_labels(ax.broadcast(lab, nd), group_axes):
+                moving = labels[labels > 0]
+                if not len(moving):
+                    continue
+                es = sorted({info[int(v)][0] for v in moving})
+                ms = {info[int(v)][1] for v in moving}
+                if (labels == 0).any() or len(ms) > 1:
+                    ent.kill(es)
+                    continue
+                for e in es[1:]:
+                    ent.union(es[0], e)
+                ent.absorbed.update(es)
+        else:
+            for labels in ax.group_labels(ax.broadcast(sh.M, nd), group_axes):
+                if len(labels) > 1:
+                    ent.kill_all()
+                    return
+            ent.absorbed.update(range(1, ent.n + 1))
+        ent.absorber = ent.absorber or where
+
+    def add(self, a: Shift, b: Shift) -> Shift:
+        if a.pure and b.pure and torch.equal(a.E, b.E) and torch.equal(a.M, b.M):
+            return a
+        la, lb = a.labels(), b.labels()
+        nd = max(la.ndim, lb.ndim)
+        la, lb = ax.broadcast(la, nd), ax.broadcast(lb, nd)
+        lab, _ = ax.combine(la, lb, zero_a=False)
+        zero = (ax.broadcast(la, nd) == 0) & (ax.broadcast(lb, nd) == 0)
+        lab = torch.where(torch.broadcast_tensors(zero, lab)[0], torch.tensor(0), lab)
+        return _mixed(lab)
+
+    # -- the rules ----------------------------------------------------------------------------
+    def step(self, name: str, d: dict, shifted: dict, ent) -> Any:
+        target, args = d["target"], d["args"]
+        sem = semantics(target)
+        role = sem.role
+        os_ = d.get("shape")
+        if role == "ignore":
+            return None
+        if role == "getitem":
+            src = tensor_arg(arg(args, 0))
+            sh = shifted.get(src)
+            i = arg(args, 1)
+            if isinstance(sh, list) and isinstance(i, int) and i < len(sh):
+                return sh[i]
+            if isinstance(sh, Shift):
+                raise Broken()
+            return None
+        if any(isinstance(s, list) for s in shifted.values()):
+            raise Broken()
+        if role == "unknown":
+            self.unknown.append(target)
+            raise Broken()
+        if role in ("block", "source", "compare", "rms_norm"):
+            raise Broken()
+        if role == "unary":
+            (src,) = [tensor_arg(arg(args, 0))]
+            sh = shifted.get(src)
+            if sh is None:
+                raise Broken()   # only a parameter argument moves (PReLU's slope)
+            if target in ax.IDENTITY or target == "aten.neg":
+                return sh
+            if target in ("aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.alpha_dropout"):
+                p, train = arg(args, 1, 0.5), arg(args, 2, True)
+                out = sh if (p == 0 or train is False) else _modulate(sh, _varying(os_, range(len(os_))))
+                return [out, None] if target == "aten.native_dropout" else out
+            raise Broken()
+        if role in ("movement", "flatten"):
+            return self.movement(name, d, shifted)
+        if role in ("add", "sub"):
+            outs = []
+            for a in args[:2]:
+                t = tensor_arg(a)
+                if t in shifted:
+                    outs.append(shifted[t])
+            if len(outs) == 2:
+                return self.add(outs[0], outs[1])
+            return self.fit(outs[0], os_)
+        if role in ("mul", "div"):
+            ta, tb = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1))
+            if ta in shifted and tb in shifted:
+                raise Broken()
+            if role == "div" and tb in shifted:
+                raise Broken()
+            sh = shifted[ta] if ta in shifted else shifted[tb]
+            other = tb if ta in shifted else ta
+            sh = self.fit(sh, os_)
+            if other is None:
+                return sh
+            oshape = self.shape(other) or ()
+            var = _varying(os_, [len(os_) - len(oshape) + a for a, s in enumerate(oshape) if s > 1])
+            return _modulate(sh, var)
+        if role in ("where", "masked_fill"):
+            cond = tensor_arg(arg(args, 1 if role == "masked_fill" else 0))
+            if cond in shifted:
+                raise Broken()
+            sh = self.fit(next(iter(shifted.values())), os_)
+            cs = self.shape(cond) or ()
+            return _modulate(sh, _varying(os_, [len(os_) - len(cs) + a for a, s in enumerate(cs) if s > 1]))
+        if role == "reduce":
+            return self.reduce(d, shifted)
+        if role == "pool":
+            return self.pool(d, shifted)
+        if role == "softmax":
+            src = tensor_arg(arg(args, 0))
+            if set(shifted) != {src}:
+                raise Broken()
+            nd = len(self.shape(src) or ())
+            self.absorb(shifted[src], [arg(args, 1, -1) % nd], ent, name)
+            return None
+        if role in ("layer_norm", "batch_norm", "instance_norm", "group_norm", "native_group_norm"):
+            return self.norm(name, d, shifted, ent)
+        if role in ("affine", "addmm", "matmul", "embedding", "sdpa"):
+            return self.contraction(name, d, shifted, ent)
+        raise Broken()
+
+    def fit(self, sh: Shift, shape) -> Shift:
+        nd = len(shape or ())
+        return Shift(ax.broadcast(sh.E, nd) if sh.E is not None else None, ax.broadcast(sh.M, nd))
+
+    def movement(self, name: str, d: dict, shifted: dict) -> Any:
+        ins = self.inputs(d)
+        shapes = {i: self.shape(i) for i in ins}
+        pure = all(s.pure for s in shifted.values())
+        try:
+            if pure:
+                eg, mg, off = {}, {}, 0
+                for i in ins:
+                    s = shifted.get(i)
+                    eg[i] = s.E if s is not None else ax.constant(shapes[i] or (), 0)
+                    if s is not None:
+                        mg[i] = torch.where(s.M > 0, s.M + off, s.M)
+                        off += int(s.M.max()) + 1
+                    else:
+                        mg[i] = ax.constant(shapes[i] or (), 0)
+                e = ax.run_movement(d["target"], d["args"], d.get("kwargs") or {}, eg, shapes, 0)
+                m = ax.run_movement(d["target"], d["args"], d.get("kwargs") or {}, mg, shapes, 0)
+                if isinstance(e, list):
+                    return [Shift(a, b) if bool((a > 0).any()) else None for a, b in zip(e, m)]
+                return Shift(e, m)
+            lg, off = {}, 0
+            for i in ins:
+                s = shifted.get(i)
+                if s is None:
+                    lg[i] = ax.constant(shapes[i] or (), 0)
+                else:
+                    lab = s.labels()
+                    lg[i] = torch.where(lab > 0, lab + off, lab)
+                    off += int(lab.max()) + 1
+            out = ax.run_movement(d["target"], d["args"], d.get("kwargs") or {}, lg, shapes, 0)
+            if isinstance(out, list):
+                return [_mixed(o) if bool((o > 0).any()) else None for o in out]
+            return _mixed(out)
+        except ax.GridError:
+            raise Broken() from None
+
+    def reduce(self, d: dict, shifted: dict) -> Shift:
+        args = d["args"]
+        src = tensor_arg(arg(args, 0))
+        if set(shifted) != {src}:
+            raise Broken()
+        sh = shifted[src]
+        nd = len(self.shape(src) or ())
+        dims = arg(args, 1, (d.get("kwargs") or {}).get("dim"))
+        dims = list(range(nd)) if dims in (None, []) else ([dims] if isinstance(dims, int) else list(dims))
+        dims = [x % nd for x in dims]
+        keep = bool(arg(args, 2, (d.get("kwargs") or {}).get("keepdim", False)))
+        if d["target"] in ("aten.max", "aten.min") and len(args) >= 2:
+            out = self._reduce(sh, dims, nd, linear=False)
+            return [self._squeeze(out, dims, keep), None]
+        out = self._reduce(sh, dims, nd, linear=semantics(d["target"]).linear)
+        return self._squeeze(out, dims, keep)
+
+    def _squeeze(self, sh: Shift, dims: list[int], keep: bool) -> Shift:
+        if keep:
+            return sh
+        def sq(t):
+            for a in sorted(dims, reverse=True):
+                t = t.squeeze(a) if t.ndim > a else t
+            return t
+        return Shift(sq(sh.E) if sh.E is not None else None, sq(sh.M))
+
+    def _reduce(self, sh: Shift, dims: list[int], nd: int, linear: bool) -> Shift:
+        E = ax.broadcast(sh.E, nd) if sh.E is not None else None
+        M = ax.broadcast(sh.M, nd)
+        const = all((E is None or E.shape[a] == 1) and M.shape[a] == 1 for a in dims)
+        if const:
+            return Shift(E, M)
+        if not linear:
+            raise Broken()
+        lab = ax.broadcast(sh.labels(), nd)
+        return _mixed(_signature(lab, [a for a in dims if lab.shape[a] > 1]))
+
+    def pool(self, d: dict, shifted: dict) -> Any:
+        args = d["args"]
+        src = tensor_arg(arg(args, 0))
+        if set(shifted) != {src}:
+            raise Broken()
+        sh = shifted[src]
+        nd = len(self.shape(src) or ())
+        k = semantics(d["target"]).pool_axes
+        dims = list(range(nd - k, nd))
+        linear = semantics(d["target"]).linear
+        out = self._reduce(sh, dims, nd, linear)
+        if linear and "adaptive" not in d["target"]:
+            padding = arg(args, 3, 0)
+            pads = padding if isinstance(padding, (list, tuple)) else [padding]
+            if any(p != 0 for p in pads) and arg(args, 5, True):
+                os_ = d["shape"]
+                out = _modulate(out, _varying(os_, dims))   # zero padding is averaged in near the border
+        tup = d["target"].endswith("with_indices") or d["target"].startswith("aten.adaptive_max")
+        return [out, None] if tup else out
+
+    def norm(self, name: str, d: dict, shifted: dict, ent) -> Any:
+        args, target = d["args"], d["target"]
+        role = semantics(target).role
+        src = tensor_arg(arg(args, 0))
+        if set(shifted) != {src}:
+            raise Broken()
+        sh = shifted[src]
+        xs = self.shape(src) or ()
+        nd = len(xs)
+        tup = target in ("aten.native_layer_norm", "aten.native_group_norm") or (role == "batch_norm" and target != "aten.batch_norm")
+        if role == "layer_norm":
+            self.absorb(sh, list(range(nd - len(arg(args, 1) or []), nd)), ent, name)
+        elif role == "batch_norm":
+            training = bool(arg(args, 5, False)) and target != "aten._native_batch_norm_legit_no_training"
+            if not training:   # fixed statistics: a per-channel affine map passes the shift on
+                out = _modulate(sh, _varying(xs, [1] if nd > 1 else []))
+                return [out] + [None] * 4 if tup else out
+            self.absorb(sh, [a for a in range(nd) if a != 1], ent, name)
+        elif role == "instance_norm":
+            self.absorb(sh, list(range(2, nd)), ent, name)
+        else:
+            groups = int(arg(args, 6) if role == "native_group_norm" else arg(args, 1))
+            C = xs[1]
+            def split(t):
+                t = ax.broadcast(t, nd)
+                t = t.expand(*[C if a == 1 else t.shape[a] for a in range(nd)])
+                return t.reshape(*t.shape[:1], groups, C // groups, *t.shape[2:])
+            self.absorb(Shift(split(sh.E) if sh.E is not None else None, split(sh.M)), list(range(2, nd + 1)), ent, name)
+        return [None] * 5 if tup else None
+
+    def contraction(self, name: str, d: dict, shifted: dict, ent) -> Any:
+        target, args = d["target"], d["args"]
+        role = semantics(target).role
+        os_ = d["shape"]
+        if os_ is None:
+            raise Broken()
+        nd = len(os_)
+        if role == "affine":
+            x, w = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1))
+            if set(shifted) != {x} or w is None or self.cg.graph.nodes[w]["kind"] != "param":
+                raise Broken()
+            lab = ax.broadcast(shifted[x].labels(), len(self.shape(x)))
+            if target == "aten.linear":
+                sig = _signature(lab, [lab.ndim - 1])
+                return _mixed(ax.combine(sig, ax.fresh(os_, [nd - 1], 1), zero_a=True)[0])
+            transposed = target.startswith("aten.conv_transpose") or (target == "aten.convolution" and bool(arg(args, 6, False)))
+            spatial = len(self.shape(w)) - 2
+            caxis = nd - spatial - 1
+            padding = arg(args, 4, 0)
+            pads = padding if isinstance(padding, (list, tuple)) else [padding]
+            sig = _signature(lab, [caxis])
+            sp = list(range(caxis + 1, nd))
+            if transposed or any(lab.shape[a] > 1 for a in sp) or any(p not in (0, "valid") for p in pads):
+                sig = ax.combine(sig, _varying(os_, sp), zero_a=True)[0]
+            return _mixed(ax.combine(sig, ax.fresh(os_, [caxis], 1), zero_a=True)[0])
+        if role == "addmm":
+            x, w = tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2))
+            if set(shifted) != {x} or w is None:
+                raise Broken()
+            lab = ax.broadcast(shifted[x].labels(), 2)
+            return _mixed(ax.combine(_signature(lab, [1]), ax.fresh(os_, [1], 1), zero_a=True)[0])
+        if role == "embedding":
+            raise Broken()
+        if role == "matmul":
+            a, b = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1))
+            if a in shifted and b in shifted:
+                raise Broken()
+            sa, sb = self.shape(a) or (), self.shape(b) or ()
+            if len(sa) < 2 or len(sb) < 2:
+                raise Broken()
+            if b in shifted:
+                sh = shifted[b]
+                nb = len(sb)
+                if self._rows_sum_to_one(a) and all(t.shape[-2] == 1 for t in (ax.broadcast(sh.M, nb),) + ((ax.broadcast(sh.E, nb),) if sh.pure else ())):
+                    return self.fit(sh, os_)
+                lab = ax.broadcast(sh.labels(), nb)
+                sig = ax.broadcast(_signature(lab, [nb - 2]), nd)
+                return _mixed(ax.combine(sig, _varying(os_, [nd - 2]), zero_a=True)[0])
+            sh = shifted[a]
+            na = len(sa)
+            lab = ax.broadcast(sh.labels(), na)
+            sig = ax.broadcast(_signature(lab, [na - 1]), nd)
+            return _mixed(ax.combine(sig, _varying(os_, [nd - 1]), zero_a=True)[0])
+        if role == "sdpa":
+            kw = d.get("kwargs") or {}
+            q, k, v = (tensor_arg(arg(args, i)) for i in range(3))
+            if q in shifted or any(t not in (k, v) for t in shifted):
+                raise Broken()
+            out = None
+            if k in shifted:
+                sh = shifted[k]
+                nk = len(self.shape(k))
+                const = ax.broadcast(sh.M, nk).shape[-2] == 1 and (not sh.pure or ax.broadcast(sh.E, nk).shape[-2] == 1)
+                if not const:
+                    raise Broken()
+                self.absorb(sh, [nk - 2], ent, name)   # constant over keys: softmax removes it
+            if v in shifted:
+                sh = shifted[v]
+                nv = len(self.shape(v))
+                p = arg(args, 4, kw.get("dropout_p", 0.0))
+                const = ax.broadcast(sh.M, nv).shape[-2] == 1 and (not sh.pure or ax.broadcast(sh.E, nv).shape[-2] == 1)
+                if const and p == 0:
+                    out = self.fit(sh, os_)
+                else:
+                    lab = ax.broadcast(sh.labels(), nv)
+                    out = _mixed(ax.combine(_signature(lab, [nv - 2]), _varying(os_, [nd - 2]), zero_a=True)[0])
+            return out
+        raise Broken()
+
+    def _rows_sum_to_one(self, node: str | None) -> bool:
+        """A softmax over its last axis, through identity ops and dropout with p = 0."""
+        while node is not None:
+            d = self.cg.graph.nodes[node]
+            if d["kind"] != "op":
+                return False
+            t = d["target"]
+            if t in ax.IDENTITY or (t == "aten.dropout" and arg(d["args"], 1, 0.5) == 0):
+                node = tensor_arg(d["args"][0])
+                continue
+            if semantics(t).role == "softmax" and t in ("aten.softmax", "aten._softmax"):
+                nd = len(d["shape"] or ())
+                return arg(d["args"], 1, -1) % nd == nd - 1
+            return False
+        return False
