@@ -63,20 +63,22 @@ class Analysis:
 
 
 def analyze(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], loss: str = "cross_entropy",
-            certify_symmetries: bool = False, **certify_options: Any) -> Analysis:
+            certify_symmetries: bool = False, output: int | str | None = None, **certify_options: Any) -> Analysis:
     """Find every symmetry of ``model`` under ``loss`` with exact parameter slices.
 
     ``example_inputs`` is a batch (at least two samples, so batch norm sees a batch). With
-    ``certify_symmetries=True`` each symmetry is also checked numerically (see ``certify``).
+    ``certify_symmetries=True`` each symmetry is also checked numerically (see ``certify``). A model with
+    several outputs (auxiliary heads) is scored on ``output`` (index or name), by default the first.
+    Integer inputs (token ids) are supported; certification draws ids in [0, max of the example].
     """
-    cg = capture(model, example_inputs, loss=loss)
+    cg = capture(model, example_inputs, loss=loss, output=output)
     det = detect_symmetries(cg)
     result = Analysis(det.symmetries, cg.graph, cg.param_shapes, loss, cg.method, det.unknown_ops, det.norm_eps,
                       det.blocked_reasons, list(cg.warnings), matrix_symmetries=det.matrix_symmetries)
     if det.unknown_ops:
         result.warnings.append("ops missing from the semantics table block symmetries: " + ", ".join(det.unknown_ops))
     if certify_symmetries:
-        result.certificates = certify(model, example_inputs, det.symmetries, loss=loss, **certify_options)
-        result.certificates += certify_matrix(model, example_inputs, det.matrix_symmetries, loss=loss,
+        result.certificates = certify(model, example_inputs, det.symmetries, loss=loss, output=output, **certify_options)
+        result.certificates += certify_matrix(model, example_inputs, det.matrix_symmetries, loss=loss, output=output,
                                               **{k: v for k, v in certify_options.items() if k in ("batch_size", "seed")})
     return result

@@ -187,3 +187,35 @@ def group_labels(ids: torch.Tensor, group_axes: Sequence[int]) -> list[np.ndarra
         u = np.unique(row)
         seen.setdefault(u.tobytes(), u)
     return list(seen.values())
+
+
+def _ints(v: Any, k: int, default: int) -> list[int]:
+    if v is None or v == []:
+        return [default] * k
+    if isinstance(v, int):
+        return [v] * k
+    v = list(v)
+    return v * k if len(v) == 1 else v
+
+
+def pool_windows(target: str, args: tuple, k: int, in_sizes: Sequence[int], out_sizes: Sequence[int]) -> list[list[list[int]]]:
+    """For each of the ``k`` pooled (trailing) axes, the input indices each output index reads."""
+    out: list[list[list[int]]] = []
+    adaptive = "adaptive" in target
+    kernel = _ints(args[1] if len(args) > 1 else None, k, 1)
+    stride = _ints(args[2] if len(args) > 2 else None, k, 0)
+    stride = [s or kk for s, kk in zip(stride, kernel)]
+    padding = _ints(args[3] if len(args) > 3 else None, k, 0)
+    dilation = _ints(args[4] if "max_pool" in target and len(args) > 4 else None, k, 1)
+    for a in range(k):
+        L, O = int(in_sizes[a]), int(out_sizes[a])
+        wins = []
+        for i in range(O):
+            if adaptive:
+                lo, hi = (i * L) // O, -((-(i + 1) * L) // O)
+                wins.append(list(range(lo, hi)))
+            else:
+                start = i * stride[a] - padding[a]
+                wins.append([j for j in (start + t * dilation[a] for t in range(kernel[a])) if 0 <= j < L])
+        out.append(wins)
+    return out

@@ -31,6 +31,42 @@ class CaptureError(ValueError):
     """The model could not be traced with the given example input (one-line message)."""
 
 
+def output_leaves(out: Any) -> list[tuple[str, torch.Tensor]]:
+    """The tensors a model returns, in pytree order, each with its path (``[0]``, ``.logits``, ``['aux']``)."""
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(out)
+    named = []
+    for path, leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            named.append(("".join(str(k) for k in path) or "output", leaf))
+    return named
+
+
+def output_index(names: Sequence[str], output: int | str | None) -> int:
+    """Which returned tensor is the logits: ``output`` as an index or a name (``logits``, ``aux_logits``);
+    by default the first (the main logits of GoogLeNet / Inception-v3, whose auxiliary heads follow)."""
+    if output is None:
+        return 0
+    if isinstance(output, int) or (isinstance(output, str) and output.lstrip("-").isdigit()):
+        i = int(output)
+        if not -len(names) <= i < len(names):
+            raise CaptureError(f"--output {output}: the model returns {len(names)} tensors ({', '.join(names)})")
+        return i % len(names)
+    hits = [i for i, n in enumerate(names) if n.strip(".[]'\"") == str(output) or n == str(output)]
+    if len(hits) != 1:
+        raise CaptureError(f"--output {output!r} names none of the returned tensors ({', '.join(names)})")
+    return hits[0]
+
+
+def select_output(out: Any, output: int | str | None = None) -> torch.Tensor:
+    """The logits tensor among a model's outputs (see :func:`output_index`)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    named = output_leaves(out)
+    if not named:
+        raise CaptureError("the model returned no tensor")
+    return named[output_index([n for n, _ in named], output)][1]
+
+
 @dataclass
 class CapturedGraph:
     graph: nx.DiGraph
@@ -101,20 +137,33 @@ def _make_fx_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dic
     return gm.graph, to_p, to_b, "make_fx"
 
 
-def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], loss: str = "cross_entropy") -> CapturedGraph:
-    """Trace ``model`` (on a copy, in train mode) and build the computation graph with a loss node."""
+def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], loss: str = "cross_entropy",
+            output: int | str | None = None) -> CapturedGraph:
+    """Trace ``model`` (on a copy, in train mode) and build the computation graph with a loss node.
+
+    A model returning several tensors (auxiliary heads, a tuple, a dict) is scored on one of them:
+    ``output`` (index or name, see :func:`output_index`), by default the first. Ops whose values cannot
+    reach the loss (the auxiliary heads) are dropped from the graph: their parameters have no symmetry
+    worth reporting, since the loss does not depend on them at all."""
     if loss not in LOSS_KINDS:
         raise CaptureError(f"unknown loss kind {loss!r}; expected one of {', '.join(LOSS_KINDS)}")
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     traced_model = copy.deepcopy(model).train()
     try:
         with torch.no_grad():
-            traced_model(*inputs)
+            eager_out = traced_model(*inputs)
     except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the model
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CaptureError(f"the model does not accept an input of shape {shapes}: {first}") from None
     warnings: list[str] = []
+    names = [n for n, _ in output_leaves(eager_out)]
+    if not names:
+        raise CaptureError("the model returned no tensor")
+    out_i = output_index(names, output)
+    if len(names) > 1:
+        warnings.append(f"the model returns {len(names)} tensors ({', '.join(names)}); the loss reads {names[out_i]} "
+                        f"(choose with --output)")
     errors = []
     for tracer in (_export_graph, _make_fx_graph):
         try:
@@ -128,17 +177,23 @@ def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     if method != "torch.export":
         warnings.append("torch.export failed; traced with make_fx instead (" + errors[0] + ")")
 
+    # tied parameters (GPT-2's embedding and output head) have several names; use the first, as
+    # named_parameters() does, so every use of one tensor is one parameter node
+    first: dict[int, str] = {}
+    canon: dict[str, str] = {}
+    for pname, p in traced_model.named_parameters(remove_duplicate=False):
+        canon[pname] = first.setdefault(id(p), pname)
     g = nx.DiGraph()
-    names: dict[Any, str] = {}
+    names_of: dict[Any, str] = {}
     param_shapes: dict[str, tuple[int, ...]] = {}
     input_names: list[str] = []
     output_name = ""
     for node in fx_graph.nodes:
-        names[node] = node.name
+        names_of[node] = node.name
         shape = _shape_of(node.meta.get("val"))
         if node.op == "placeholder":
             if node.name in to_param:
-                key = to_param[node.name]
+                key = canon.get(to_param[node.name], to_param[node.name])
                 g.add_node(node.name, kind="param", param=key, shape=shape, target=None, args=())
                 param_shapes[key] = shape
             elif node.name in to_buffer:
@@ -149,22 +204,25 @@ def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
         elif node.op == "get_attr":
             g.add_node(node.name, kind="const", shape=shape, target=None, args=())
         elif node.op == "call_function":
-            args = tuple(_convert_arg(a, names) for a in node.args)
-            kwargs = {k: _convert_arg(v, names) for k, v in node.kwargs.items()}
+            args = tuple(_convert_arg(a, names_of) for a in node.args)
+            kwargs = {k: _convert_arg(v, names_of) for k, v in node.kwargs.items()}
             g.add_node(node.name, kind="op", target=op_name(node.target), args=args, kwargs=kwargs, shape=shape)
             _add_edges(g, node.name, args)
         elif node.op == "output":
             outs = [a for a in torch.utils._pytree.tree_leaves(node.args) if isinstance(a, torch.fx.Node)]
-            if len(outs) != 1:
-                raise CaptureError(f"the model must return one tensor (logits); it returned {len(outs)}")
-            output_name = names[outs[0]]
+            if len(outs) != len(names):
+                raise CaptureError(f"the traced graph returns {len(outs)} tensors, the model {len(names)}")
+            output_name = names_of[outs[out_i]]
         else:
             raise CaptureError(f"unsupported graph node {node.op} {node.target}")
     out_shape = g.nodes[output_name]["shape"]
     g.add_node("loss", kind="loss", target=f"loss.{loss}", args=(("node", output_name),), shape=(), kwargs={})
     g.add_edge(output_name, "loss", pos=(0,))
-    if loss == "cross_entropy" and (out_shape is None or len(out_shape) != 2):
-        warnings.append(f"cross-entropy expects [batch, classes] logits, got {out_shape}; no translation symmetry assumed")
+    if loss == "cross_entropy" and (out_shape is None or len(out_shape) < 2):
+        warnings.append(f"cross-entropy expects [batch, classes] or [batch, …, classes] logits, got {out_shape}; "
+                        "no translation symmetry assumed")
+    keep = nx.ancestors(g, "loss") | {"loss"}
+    g.remove_nodes_from([n for n in list(g.nodes) if n not in keep and g.nodes[n]["kind"] in ("op", "const")])
     return CapturedGraph(g, param_shapes, input_names, output_name, loss, method, warnings)
 
 

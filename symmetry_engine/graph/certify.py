@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..symmetry import Symmetry, apply_action
+from .capture import select_output
 
 LOSS_TOL = 1e-9
 GRAD_TOL = 1e-8
@@ -50,41 +51,78 @@ class Certificate:
 
 
 def _norm_modules(model: nn.Module) -> list[nn.Module]:
-    kinds = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-    return [m for m in model.modules() if isinstance(m, kinds) and hasattr(m, "eps")]
+    """Normalization modules with an ε: torch's BatchNorm/InstanceNorm/LayerNorm/GroupNorm/RMSNorm, and
+    any other module whose class name ends in "Norm" with a float ``eps`` or ``variance_epsilon``
+    (Hugging Face's LlamaRMSNorm, T5LayerNorm, …)."""
+    kinds = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+    out = []
+    for m in model.modules():
+        named = type(m).__name__.endswith("Norm")
+        if (isinstance(m, kinds) or named) and (isinstance(getattr(m, "eps", None), float)
+                                                or isinstance(getattr(m, "variance_epsilon", None), float)):
+            out.append(m)
+    return out
+
+
+def set_norm_eps(model: nn.Module, eps: float) -> None:
+    """Set every normalization module's ε (see :func:`_norm_modules`)."""
+    for m in _norm_modules(model):
+        if isinstance(getattr(m, "eps", None), float):
+            m.eps = eps
+        if isinstance(getattr(m, "variance_epsilon", None), float):
+            m.variance_epsilon = eps
 
 
 def _loss_fn(kind: str, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(out, target) if kind == "cross_entropy" else F.mse_loss(out, target)
+    """Cross-entropy over the last axis (``[B, C]`` or, as Hugging Face computes it for language models,
+    ``[B, S, V]`` logits with ``[B, S]`` targets), or MSE."""
+    if kind == "cross_entropy":
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+    return F.mse_loss(out, target)
+
+
+def random_batch(x0: torch.Tensor, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+    """A fresh batch like ``x0``: standard normal in float64, or integer ids in [0, max(x0)] (token ids)."""
+    if not torch.is_floating_point(x0):
+        return torch.randint(0, int(x0.max()) + 1, (batch_size, *x0.shape[1:]), generator=gen, dtype=x0.dtype)
+    return torch.randn((batch_size, *x0.shape[1:]), generator=gen, dtype=torch.float64)
 
 
 class _Evaluator:
     """Loss and gradient of one float64 model copy on one fixed batch (dropout masks fixed by seed)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, loss: str, seed: int):
-        self.model, self.x, self.loss, self.seed = model, x, loss, seed
+    def __init__(self, model: nn.Module, x: torch.Tensor, loss: str, seed: int, output: int | str | None = None):
+        self.model, self.x, self.loss, self.seed, self.output = model, x, loss, seed, output
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = model(x)
+            out = select_output(model(x), output)
         gen = torch.Generator().manual_seed(seed + 1)
         if loss == "cross_entropy":
-            self.target = torch.randint(0, out.shape[-1], (out.shape[0],), generator=gen)
+            self.target = torch.randint(0, out.shape[-1], tuple(out.shape[:-1]), generator=gen)
         else:
             self.target = torch.randn(out.shape, generator=gen, dtype=out.dtype)
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # parameters by their first name (tied weights once) and buffers: loading a state_dict with two
+        # names for one tensor would let the second overwrite the first
+        self.tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        self.state = {k: v.detach().clone() for k, v in self.tensors.items()}
+
+    def load(self, state: dict) -> None:
+        with torch.no_grad():
+            for k, t in self.tensors.items():
+                t.copy_(state[k])
 
     def loss_at(self, state: dict) -> float:
-        self.model.load_state_dict(state)
+        self.load(state)
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            return float(_loss_fn(self.loss, self.model(self.x), self.target))
+            return float(_loss_fn(self.loss, select_output(self.model(self.x), self.output), self.target))
 
     def grads(self) -> dict[str, torch.Tensor]:
-        self.model.load_state_dict(self.state)
+        self.load(self.state)
         self.model.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            _loss_fn(self.loss, self.model(self.x), self.target).backward()
+            _loss_fn(self.loss, select_output(self.model(self.x), self.output), self.target).backward()
         return {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self.model.named_parameters()}
 
 
@@ -103,18 +141,18 @@ def _grad_rel(sym: Symmetry, grads: dict, state: dict, gnorm: float) -> float:
 
 
 def certify(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], symmetries: Sequence[Symmetry],
-            loss: str = "cross_entropy", batch_size: int = 8, seed: int = 0, samples: int = 16) -> list[Certificate]:
+            loss: str = "cross_entropy", batch_size: int = 8, seed: int = 0, samples: int = 16,
+            output: int | str | None = None) -> list[Certificate]:
     """Certify every symmetry numerically (see the module docstring for the checks and tolerances)."""
     x0 = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch_size, *x0.shape[1:]), generator=gen, dtype=torch.float64)
+    x = random_batch(x0, batch_size, gen)
     exact = copy.deepcopy(model).double().train()
-    for m in _norm_modules(exact):
-        m.eps = CERT_EPS
-    ev = _Evaluator(exact, x, loss, seed)
+    set_norm_eps(exact, CERT_EPS)
+    ev = _Evaluator(exact, x, loss, seed, output)
     base = ev.loss_at(ev.state)
     grads = ev.grads()
-    own = _Evaluator(copy.deepcopy(model).double().train(), x, loss, seed)
+    own = _Evaluator(copy.deepcopy(model).double().train(), x, loss, seed, output)
     own_grads = own.grads()
     gnorm = float(sum((g * g).sum() for g in grads.values())) ** 0.5
     own_gnorm = float(sum((g * g).sum() for g in own_grads.values())) ** 0.5
@@ -150,7 +188,8 @@ def _random_invertible(r: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def certify_matrix(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], symmetries: Sequence,
-                   loss: str = "cross_entropy", batch_size: int = 8, seed: int = 0) -> list[Certificate]:
+                   loss: str = "cross_entropy", batch_size: int = 8, seed: int = 0,
+                   output: int | str | None = None) -> list[Certificate]:
     """GL(r) symmetries: a random invertible M must leave the loss unchanged, and the matrix gradient
     constraint G1 W1ᵀ + g_b b1ᵀ − W2ᵀ G2 = 0 must hold (Frobenius norm relative to |ĝ| |θ_pair|)."""
     if not symmetries:
@@ -159,8 +198,8 @@ def certify_matrix(model: nn.Module, example_inputs: torch.Tensor | Sequence[tor
 
     x0 = example_inputs if isinstance(example_inputs, torch.Tensor) else example_inputs[0]
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((batch_size, *x0.shape[1:]), generator=gen, dtype=torch.float64)
-    ev = _Evaluator(copy.deepcopy(model).double().train(), x, loss, seed)
+    x = random_batch(x0, batch_size, gen)
+    ev = _Evaluator(copy.deepcopy(model).double().train(), x, loss, seed, output)
     base = ev.loss_at(ev.state)
     grads = ev.grads()
     gnorm = float(sum((g * g).sum() for g in grads.values())) ** 0.5

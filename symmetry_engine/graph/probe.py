@@ -24,8 +24,9 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import nn
 
-from .certify import CERT_EPS, GRAD_TOL, _loss_fn, _norm_modules
+from .certify import CERT_EPS, GRAD_TOL, _loss_fn, _norm_modules, set_norm_eps
 from ..symmetry import Member, Symmetry
+from .capture import select_output
 
 SPAN_TOL = 1e-8
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -170,13 +171,17 @@ def _draw(model: nn.Module, x: torch.Tensor, gen: torch.Generator) -> dict[str, 
 
 
 def probe(model: nn.Module, input_shape: Sequence[int], reported: Sequence[Symmetry], loss: str = "cross_entropy",
-          draws: int = 3, batches: int = 3, batch_size: int = 8, seed: int = 0) -> ProbeResult:
-    """Decide every candidate numerically and check the symmetric ones against ``reported``."""
+          draws: int = 3, batches: int = 3, batch_size: int = 8, seed: int = 0,
+          input_max: int | None = None) -> ProbeResult:
+    """Decide every candidate numerically and check the symmetric ones against ``reported``.
+
+    ``input_max`` makes the inputs integer ids in [0, input_max) (token models)."""
     exact = copy.deepcopy(model).double().train()
-    for mod in _norm_modules(exact):
-        mod.eps = CERT_EPS
+    set_norm_eps(exact, CERT_EPS)
     keys, gen = [k for k, _ in exact.named_parameters()], torch.Generator().manual_seed(seed)
-    xs = [torch.randn((n, *input_shape), generator=gen, dtype=torch.float64) for n in [batch_size] * batches + [32, 16]]
+    sizes = [batch_size] * batches + [32, 16]
+    xs = [torch.randn((n, *input_shape), generator=gen, dtype=torch.float64) if input_max is None
+          else torch.randint(0, int(input_max), (n, *input_shape), generator=gen) for n in sizes]
     states = [_draw(exact, xs[-2], gen) for _ in range(draws)]
     cands = candidates(exact, xs[-1], seed)  # consumers found at the last draw
     ok = np.ones(len(cands), dtype=bool)     # ok[k]: candidate k passed every check so far
@@ -187,8 +192,8 @@ def probe(model: nn.Module, input_shape: Sequence[int], reported: Sequence[Symme
         for i, x in enumerate(xs[:batches]):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + i)
-                out = exact(x)
-                target = (torch.randint(0, out.shape[-1], (out.shape[0],), generator=gen) if loss == "cross_entropy"
+                out = select_output(exact(x))
+                target = (torch.randint(0, out.shape[-1], tuple(out.shape[:-1]), generator=gen) if loss == "cross_entropy"
                           else torch.randn(out.shape, generator=gen, dtype=out.dtype))
                 g = torch.autograd.grad(_loss_fn(loss, out, target), list(exact.parameters()), materialize_grads=True)
             g = torch.cat([gi.reshape(-1) for gi in g]).numpy()

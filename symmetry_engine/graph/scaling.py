@@ -448,16 +448,58 @@ class _Pass:
         self.reduce(name, g, [x % nd for x in dims], keep, why)
 
     def visit_pool(self, name: str, d: dict) -> None:
+        """Each output entry reads one window: the labels inside a window scale together (exactly per window,
+        so pooling along a feature axis joins neighbouring features, not the whole axis)."""
         src = tensor_arg(arg(d["args"], 0))
         g = self.operand(src)
         if g is None:
             return
-        nd = len(self.shape(src) or ())
+        xs, os_ = self.shape(src), self.shape(name)
+        tup = d["target"].endswith("with_indices") or d["target"].startswith("aten.adaptive_max")
+        if os_ is None and tup:
+            os_ = None
+        nd = len(xs or ())
         k = semantics(d["target"]).pool_axes
         g = ax.broadcast(g, nd)
-        self.reduce(name, g, list(range(nd - k, nd)), True, "pooling mixes entries that do not move")
-        if d["target"].endswith("with_indices") or d["target"].startswith("aten.adaptive_max"):
+        pooled = list(range(nd - k, nd))
+        out_sizes = None
+        if xs is not None:
+            try:
+                out_sizes = self._pool_out_sizes(name, d, xs, k)
+            except Exception:  # noqa: BLE001 - fall back to joining whole axes
+                out_sizes = None
+        why = "pooling mixes entries that do not move"
+        if out_sizes is None:
+            self.reduce(name, g, pooled, True, why)
+        else:
+            wins = ax.pool_windows(d["target"], d["args"], k, [xs[a] for a in pooled], out_sizes)
+            for a, w in zip(pooled, wins):
+                if g.shape[a] == 1:
+                    continue
+                parts = []
+                for idx in w:
+                    sub = g.index_select(a, torch.tensor(idx or [0], dtype=torch.int64))
+                    rep, prs = ax.reduce_pairs(sub, [a])
+                    for x, y in prs:
+                        if x >= 0 and y >= 0 and x != y:
+                            self.uf.union(int(x), int(y))
+                        elif (x >= 0 and y == FIX) or (y >= 0 and x == FIX):
+                            self.killed.setdefault(int(max(x, y)), why)
+                    parts.append(rep)
+                g = torch.cat(parts, a)
+            self.set(name, ax.compress(g))
+        if tup:
             self.grid[name] = [self.grid.pop(name, None), None]
+
+    def _pool_out_sizes(self, name: str, d: dict, xs: tuple[int, ...], k: int) -> list[int] | None:
+        os_ = self.shape(name)
+        if os_ is not None:
+            return list(os_[-k:])
+        users = [u for u in self.g.successors(name) if self.g.nodes[u].get("target") == "getitem"
+                 and arg(self.g.nodes[u]["args"], 1) == 0]
+        if users and self.shape(users[0]) is not None:
+            return list(self.shape(users[0])[-k:])
+        return None
 
     # -- parameterised layers ------------------------------------------------------------------
     def consume(self, use: str, key: str, waxis: int, g: torch.Tensor | None, xaxis: int, nd: int, xsize: int,

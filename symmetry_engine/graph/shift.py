@@ -36,6 +36,12 @@ class Broken(Exception):
 class Shift:
     E: torch.Tensor | None
     M: torch.Tensor
+    inv: frozenset | None = None     # mixed: the source entries it combines (None: all of them)
+
+    def involved(self) -> frozenset | None:
+        if self.E is not None:
+            return frozenset(int(e) for e in self.entries_seen() if e > 0)
+        return self.inv
 
     @staticmethod
     def entries(shape, axis: int) -> "Shift":
@@ -64,8 +70,18 @@ class Shift:
         return np.unique(self.E.numpy()) if self.E is not None else np.array([], dtype=np.int64)
 
 
-def _mixed(labels: torch.Tensor) -> Shift:
-    return Shift(None, ax.compress(labels))
+def _mixed(labels: torch.Tensor, inv: frozenset | None = None) -> Shift:
+    return Shift(None, ax.compress(labels), inv)
+
+
+def _union(*shifts: "Shift") -> frozenset | None:
+    out: set[int] = set()
+    for sh in shifts:
+        i = sh.involved()
+        if i is None:
+            return None
+        out |= i
+    return frozenset(out)
 
 
 def _varying(shape, axes_) -> torch.Tensor:
@@ -76,7 +92,7 @@ def _varying(shape, axes_) -> torch.Tensor:
 def _modulate(sh: Shift, var: torch.Tensor) -> Shift:
     if sh.pure:
         return Shift(sh.E, ax.combine(sh.M, var, zero_a=False)[0])
-    return _mixed(ax.combine(sh.M, var)[0])
+    return _mixed(ax.combine(sh.M, var)[0], sh.inv)
 
 
 def _signature(labels: torch.Tensor, axes_: list[int]) -> torch.Tensor:
@@ -195,10 +211,11 @@ class Stepper:
     def fail(self, sh: Any, ent) -> None:
         for s in (sh if isinstance(sh, list) else [sh]):
             if isinstance(s, Shift):
-                if s.pure:
-                    ent.kill(s.entries_seen())
-                else:
+                inv = s.involved()
+                if inv is None:
                     ent.kill_all()
+                else:
+                    ent.kill(inv)
 
     def absorb(self, sh: Shift, group_axes: list[int], ent, where: str) -> None:
         nd = max(sh.M.ndim, sh.E.ndim if sh.E is not None else 0, max(group_axes, default=-1) + 1)
@@ -217,11 +234,12 @@ class Stepper:
                     ent.union(es[0], e)
                 ent.absorbed.update(es)
         else:
+            inv = sh.involved()
             for labels in ax.group_labels(ax.broadcast(sh.M, nd), group_axes):
                 if len(labels) > 1:
-                    ent.kill_all()
+                    self.fail(sh, ent)
                     return
-            ent.absorbed.update(range(1, ent.n + 1))
+            ent.absorbed.update(range(1, ent.n + 1) if inv is None else inv)
         ent.absorber = ent.absorber or where
 
     def add(self, a: Shift, b: Shift) -> Shift:
@@ -233,7 +251,7 @@ class Stepper:
         lab, _ = ax.combine(la, lb, zero_a=False)
         zero = (ax.broadcast(la, nd) == 0) & (ax.broadcast(lb, nd) == 0)
         lab = torch.where(torch.broadcast_tensors(zero, lab)[0], torch.tensor(0), lab)
-        return _mixed(lab)
+        return _mixed(lab, _union(a, b))
 
     # -- the rules ----------------------------------------------------------------------------
     def step(self, name: str, d: dict, shifted: dict, ent) -> Any:
@@ -283,9 +301,13 @@ class Stepper:
                 return self.add(outs[0], outs[1])
             return self.fit(outs[0], os_)
         if role in ("mul", "div"):
+            ent = ent
             ta, tb = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1))
             if ta in shifted and tb in shifted:
-                raise Broken()
+                if not shifted[ta].pure or ta == tb:
+                    raise Broken()
+                self.fail(shifted[ta], ent)
+                shifted = {tb: shifted[tb]}
             if role == "div" and tb in shifted:
                 raise Broken()
             sh = shifted[ta] if ta in shifted else shifted[tb]
@@ -322,7 +344,7 @@ class Stepper:
 
     def fit(self, sh: Shift, shape) -> Shift:
         nd = len(shape or ())
-        return Shift(ax.broadcast(sh.E, nd) if sh.E is not None else None, ax.broadcast(sh.M, nd))
+        return Shift(ax.broadcast(sh.E, nd) if sh.E is not None else None, ax.broadcast(sh.M, nd), sh.inv)
 
     def movement(self, name: str, d: dict, shifted: dict) -> Any:
         ins = self.inputs(d)
@@ -355,8 +377,9 @@ class Stepper:
                     off += int(lab.max()) + 1
             out = ax.run_movement(d["target"], d["args"], d.get("kwargs") or {}, lg, shapes, 0)
             if isinstance(out, list):
-                return [_mixed(o) if bool((o > 0).any()) else None for o in out]
-            return _mixed(out)
+                inv = _union(*shifted.values())
+                return [_mixed(o, inv) if bool((o > 0).any()) else None for o in out]
+            return _mixed(out, _union(*shifted.values()))
         except ax.GridError:
             raise Broken() from None
 
@@ -384,18 +407,23 @@ class Stepper:
             for a in sorted(dims, reverse=True):
                 t = t.squeeze(a) if t.ndim > a else t
             return t
-        return Shift(sq(sh.E) if sh.E is not None else None, sq(sh.M))
+        return Shift(sq(sh.E) if sh.E is not None else None, sq(sh.M), sh.inv)
+
+    def _const(self, sh: Shift, dims: list[int], nd: int) -> bool:
+        E = ax.broadcast(sh.E, nd) if sh.E is not None else None
+        M = ax.broadcast(sh.M, nd)
+        return all((E is None or E.shape[a] == 1) and M.shape[a] == 1 for a in dims)
 
     def _reduce(self, sh: Shift, dims: list[int], nd: int, linear: bool) -> Shift:
         E = ax.broadcast(sh.E, nd) if sh.E is not None else None
         M = ax.broadcast(sh.M, nd)
         const = all((E is None or E.shape[a] == 1) and M.shape[a] == 1 for a in dims)
         if const:
-            return Shift(E, M)
+            return Shift(E, M, sh.inv)
         if not linear:
             raise Broken()
         lab = ax.broadcast(sh.labels(), nd)
-        return _mixed(_signature(lab, [a for a in dims if lab.shape[a] > 1]))
+        return _mixed(_signature(lab, [a for a in dims if lab.shape[a] > 1]), sh.involved())
 
     def pool(self, d: dict, shifted: dict) -> Any:
         args = d["args"]
@@ -408,6 +436,8 @@ class Stepper:
         dims = list(range(nd - k, nd))
         linear = semantics(d["target"]).linear
         out = self._reduce(sh, dims, nd, linear)
+        if not out.pure and not self._const(sh, dims, nd):   # windows at different places see different δ
+            out = _mixed(ax.combine(out.M, _varying(d["shape"], dims), zero_a=True)[0], out.inv)
         if linear and "adaptive" not in d["target"]:
             padding = arg(args, 3, 0)
             pads = padding if isinstance(padding, (list, tuple)) else [padding]
@@ -461,7 +491,7 @@ class Stepper:
             lab = ax.broadcast(shifted[x].labels(), len(self.shape(x)))
             if target == "aten.linear":
                 sig = _signature(lab, [lab.ndim - 1])
-                return _mixed(ax.combine(sig, ax.fresh(os_, [nd - 1], 1), zero_a=True)[0])
+                return _mixed(ax.combine(sig, ax.fresh(os_, [nd - 1], 1), zero_a=True)[0], shifted[x].involved())
             transposed = target.startswith("aten.conv_transpose") or (target == "aten.convolution" and bool(arg(args, 6, False)))
             spatial = len(self.shape(w)) - 2
             caxis = nd - spatial - 1
@@ -471,19 +501,23 @@ class Stepper:
             sp = list(range(caxis + 1, nd))
             if transposed or any(lab.shape[a] > 1 for a in sp) or any(p not in (0, "valid") for p in pads):
                 sig = ax.combine(sig, _varying(os_, sp), zero_a=True)[0]
-            return _mixed(ax.combine(sig, ax.fresh(os_, [caxis], 1), zero_a=True)[0])
+            return _mixed(ax.combine(sig, ax.fresh(os_, [caxis], 1), zero_a=True)[0], shifted[x].involved())
         if role == "addmm":
             x, w = tensor_arg(arg(args, 1)), tensor_arg(arg(args, 2))
             if set(shifted) != {x} or w is None:
                 raise Broken()
             lab = ax.broadcast(shifted[x].labels(), 2)
-            return _mixed(ax.combine(_signature(lab, [1]), ax.fresh(os_, [1], 1), zero_a=True)[0])
+            return _mixed(ax.combine(_signature(lab, [1]), ax.fresh(os_, [1], 1), zero_a=True)[0], shifted[x].involved())
         if role == "embedding":
             raise Broken()
         if role == "matmul":
             a, b = tensor_arg(arg(args, 0)), tensor_arg(arg(args, 1))
             if a in shifted and b in shifted:
-                raise Broken()
+                if not shifted[a].pure or a == b:
+                    raise Broken()
+                # entries are independent: those on the left (queries) cannot pass; follow the right alone
+                self.fail(shifted[a], ent)
+                shifted = {b: shifted[b]}
             sa, sb = self.shape(a) or (), self.shape(b) or ()
             if len(sa) < 2 or len(sb) < 2:
                 raise Broken()
@@ -494,12 +528,12 @@ class Stepper:
                     return self.fit(sh, os_)
                 lab = ax.broadcast(sh.labels(), nb)
                 sig = ax.broadcast(_signature(lab, [nb - 2]), nd)
-                return _mixed(ax.combine(sig, _varying(os_, [nd - 2]), zero_a=True)[0])
+                return _mixed(ax.combine(sig, _varying(os_, [nd - 2]), zero_a=True)[0], sh.involved())
             sh = shifted[a]
             na = len(sa)
             lab = ax.broadcast(sh.labels(), na)
             sig = ax.broadcast(_signature(lab, [na - 1]), nd)
-            return _mixed(ax.combine(sig, _varying(os_, [nd - 1]), zero_a=True)[0])
+            return _mixed(ax.combine(sig, _varying(os_, [nd - 1]), zero_a=True)[0], sh.involved())
         if role == "sdpa":
             kw = d.get("kwargs") or {}
             q, k, v = (tensor_arg(arg(args, i)) for i in range(3))
@@ -522,7 +556,7 @@ class Stepper:
                     out = self.fit(sh, os_)
                 else:
                     lab = ax.broadcast(sh.labels(), nv)
-                    out = _mixed(ax.combine(_signature(lab, [nv - 2]), _varying(os_, [nd - 2]), zero_a=True)[0])
+                    out = _mixed(ax.combine(_signature(lab, [nv - 2]), _varying(os_, [nd - 2]), zero_a=True)[0], sh.involved())
             return out
         raise Broken()
 

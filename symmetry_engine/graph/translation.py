@@ -164,32 +164,40 @@ def translation_pass(cg: CapturedGraph) -> tuple[list[TranslationGroup], list[st
     seen: set[tuple] = set()
     sources = _sources(cg)
     patterns: dict[str, int] = {}
+    absorbers: dict[tuple[str, int], str] = {}
     for p, _ in sources:
         patterns[p] = patterns.get(p, 0) + 1
+    per_param: dict[str, list[tuple[int, int, list[list[int]]]]] = {}
     for param_node, axis in sources:
         ent = _run_source(cg, order, param_node, axis, stepper)
         if ent is None:
             continue
-        key = cg.graph.nodes[param_node]["param"]
-        shape = cg.graph.nodes[param_node]["shape"]
         classes: dict[int, list[int]] = {}
         for e in range(1, ent.n + 1):
             if e in ent.killed or e not in ent.absorbed:
                 continue
             classes.setdefault(ent.find(e), []).append(e - 1)
         dead_roots = {ent.find(e) for e in ent.killed}
-        for root, idx in sorted(classes.items()):
-            if root in dead_roots:
-                continue
-            whole = len(idx) == ent.n     # every index along the axis: every entry of the parameter
-            member = Member(key, None, (), 1) if whole else Member(key, axis, tuple(idx), 1)
-            form = (member.param, member.axis, member.indices)
-            if form in seen:
-                continue
-            seen.add(form)
-            label = key if patterns[param_node] == 1 or whole else f"{key}@{axis}"
-            groups.append(TranslationGroup((member,), param_node, label, None if whole else idx[0],
-                                           ent.absorber or "loss"))
+        kept = [idx for root, idx in sorted(classes.items()) if root not in dead_roots]
+        per_param.setdefault(param_node, []).append((axis, ent.n, kept))
+        absorbers[(param_node, axis)] = ent.absorber or "loss"
+    for param_node, results in per_param.items():
+        key = cg.graph.nodes[param_node]["param"]
+        # the whole tensor is the sum of the entries of an axis whose every index is a group of its own
+        covered = any(len(kept) == n and n > 1 for _, n, kept in results)
+        for axis, n, kept in results:
+            for idx in kept:
+                whole = len(idx) == n     # every index along the axis: every entry of the parameter
+                if whole and covered:
+                    continue
+                member = Member(key, None, (), 1) if whole else Member(key, axis, tuple(idx), 1)
+                form = (member.param, member.axis, member.indices)
+                if form in seen:
+                    continue
+                seen.add(form)
+                label = key if patterns[param_node] == 1 or whole else f"{key}@{axis}"
+                groups.append(TranslationGroup((member,), param_node, label, None if whole else idx[0],
+                                               absorbers[(param_node, axis)]))
     groups += _sum_groups(cg, stepper)
     return groups, sorted(set(stepper.unknown))
 
