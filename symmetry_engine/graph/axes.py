@@ -33,7 +33,9 @@ MOVEMENT = frozenset(
     "aten.stack aten.roll aten.flip aten.repeat aten.pad aten.constant_pad_nd aten.pixel_shuffle "
     "aten.pixel_unshuffle aten.channel_shuffle aten.native_channel_shuffle aten.unfold aten.repeat_interleave "
     "aten.contiguous aten.clone aten.alias aten.detach aten.lift_fresh_copy aten.view_as aten.reshape_as "
-    "aten.tile aten.hstack aten.vstack".split())
+    "aten.tile aten.hstack aten.vstack aten.index aten.index_select aten.gather aten.take_along_dim".split())
+#: movement ops whose index arguments must be known values (integer buffers and constants of the model)
+INDEXED = frozenset("aten.index aten.index_select aten.gather aten.take_along_dim".split())
 #: movement ops that are the identity on values (no need to run them)
 IDENTITY = frozenset("aten.contiguous aten.clone aten.alias aten.detach aten.lift_fresh_copy aten._to_copy "
                      "aten.to aten.type_as aten.identity".split())
@@ -93,6 +95,14 @@ def varying_axes(ids: torch.Tensor) -> tuple[int, ...]:
     return tuple(a for a in range(ids.ndim) if ids.shape[a] > 1)
 
 
+def _tensor_names(a: Any) -> list[str]:
+    if isinstance(a, tuple) and len(a) == 2 and a[0] == "node":
+        return [a[1]]
+    if isinstance(a, (list, tuple)):
+        return [n for x in a for n in _tensor_names(x)]
+    return []
+
+
 def _sub(a: Any, grids: dict[str, torch.Tensor]) -> Any:
     if isinstance(a, tuple) and len(a) == 2 and a[0] == "node":
         return grids[a[1]]
@@ -103,14 +113,24 @@ def _sub(a: Any, grids: dict[str, torch.Tensor]) -> Any:
     return a
 
 
+def index_values(cg: Any, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Known integer tensors among ``names`` (buffers and constants captured with their values)."""
+    return {n: cg.graph.nodes[n]["value"] for n in names if cg.graph.nodes[n].get("value") is not None}
+
+
 def run_movement(target: str, args: tuple, kwargs: dict, grids: dict[str, torch.Tensor],
-                 shapes: dict[str, Sequence[int] | None], fill: int) -> torch.Tensor | list[torch.Tensor]:
+                 shapes: dict[str, Sequence[int] | None], fill: int,
+                 values: dict[str, torch.Tensor] | None = None) -> torch.Tensor | list[torch.Tensor]:
     """Run a movement op on the grids of its tensor arguments (expanded to their shapes).
 
     ``grids`` maps every tensor argument's node name to its compressed grid; ``fill`` labels the entries a
     pad creates. Returns the compressed output grid, or a list of them for split-like ops.
     """
-    full: dict[str, torch.Tensor] = {}
+    full: dict[str, torch.Tensor] = dict(values or {})
+    if target in INDEXED:
+        needed = [t for t in _tensor_names(args)]
+        if any(n not in full and n not in grids for n in needed) or not any(n in full for n in needed):
+            raise GridError("an index whose values are not known")
     for name, g in grids.items():
         shp = shapes.get(name)
         if shp is None:

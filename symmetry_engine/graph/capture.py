@@ -183,6 +183,7 @@ def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     canon: dict[str, str] = {}
     for pname, p in traced_model.named_parameters(remove_duplicate=False):
         canon[pname] = first.setdefault(id(p), pname)
+    buffers = dict(traced_model.named_buffers())
     g = nx.DiGraph()
     names_of: dict[Any, str] = {}
     param_shapes: dict[str, tuple[int, ...]] = {}
@@ -197,7 +198,11 @@ def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
                 g.add_node(node.name, kind="param", param=key, shape=shape, target=None, args=())
                 param_shapes[key] = shape
             elif node.name in to_buffer:
-                g.add_node(node.name, kind="buffer", param=to_buffer[node.name], shape=shape, target=None, args=())
+                buf = buffers.get(to_buffer[node.name])
+                value = (buf.detach().clone() if buf is not None and not torch.is_floating_point(buf)
+                         and buf.numel() <= 1 << 20 and buf.dtype != torch.bool else None)
+                g.add_node(node.name, kind="buffer", param=to_buffer[node.name], shape=shape, target=None, args=(),
+                           value=value)
             else:
                 g.add_node(node.name, kind="input", shape=shape, target=None, args=())
                 input_names.append(node.name)

@@ -119,7 +119,7 @@ class _Pass:
         self.grid: dict[str, Any] = {}
         self.slot_names: list[tuple[str, int]] = []
         self.inc: list[tuple[str, str, int, int, int, int]] = []   # (param, use, axis, index, slot, sign)
-        self.first_key: dict[tuple[str, str, int, int], tuple[int, int]] = {}
+        self.first_key: dict[tuple[str, str, int, int, int], tuple[int, int]] = {}
         self.killed: dict[int, str] = {}
         self.normalized: set[int] = set()
         self.unknown: list[str] = []
@@ -143,7 +143,7 @@ class _Pass:
         return start
 
     def incidence(self, param: str, use: str, axis: int, index: int, slot: int, sign: int) -> None:
-        k = (param, use, axis, index)
+        k = (param, use, axis, index, sign)   # a depthwise row both consumes (−1) and produces (+1): a product
         first = self.first_key.get(k)
         if first is None:
             self.first_key[k] = (slot, sign)
@@ -226,9 +226,11 @@ class _Pass:
         moving = [i for i in ins if isinstance(self.grid.get(i), torch.Tensor)]
         if role in ("ignore",):
             return
-        if role in ("source", "compare"):
+        if role == "compare" or target in ("aten.bernoulli", "aten.tril", "aten.triu", "aten.cos", "aten.sin"):
             self.kill_all(moving, f"{target} of moving entries")
             return
+        if role == "source":
+            return   # zeros_like, new_zeros, empty_like …: the output does not depend on the values
         if role in ("unknown", "block"):
             if moving:
                 if role == "unknown":
@@ -267,11 +269,12 @@ class _Pass:
     def visit_movement(self, name: str, d: dict) -> None:
         target, args = d["target"], d["args"]
         ins = self.inputs(args)
-        grids = {i: self.operand(i) for i in ins}
+        vals = ax.index_values(self.cg, ins)
+        grids = {i: self.operand(i) for i in ins if i not in vals}
         if all(g is None for g in grids.values()):
             return
         grids = {i: (g if g is not None else self.fixed_like(i)) for i, g in grids.items()}
-        out = ax.run_movement(target, args, d.get("kwargs") or {}, grids, {i: self.shape(i) for i in ins}, ZERO)
+        out = ax.run_movement(target, args, d.get("kwargs") or {}, grids, {i: self.shape(i) for i in ins}, ZERO, vals)
         self.set(name, out)
 
     def visit_getitem(self, name: str, d: dict) -> None:
