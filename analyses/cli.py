@@ -73,6 +73,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-dtype", choices=("float32", "int64"), default=None,
                    help="example input dtype: float32 (standard normal) or int64 token ids in [0, --input-max) "
                         "(default: the model's own, float32 when it declares none)")
+    p.add_argument("--output", default=None, metavar="NAME|INDEX",
+                   help="for models returning several tensors (GoogLeNet/Inception auxiliary heads, dicts): which one "
+                        "is the logits the loss reads, by name (aux_logits1) or index (default: the first)")
     p.add_argument("--input-max", type=positive_int, default=None, metavar="V",
                    help="int64 inputs are drawn in [0, V), e.g. the vocabulary size (default: the model's own)")
     p.add_argument("--width", type=positive_float, default=None,
@@ -119,6 +122,7 @@ def _analysis_options(args: argparse.Namespace, certify: bool) -> dict[str, Any]
     """Everything besides the spec that changes an analysis (the cache key)."""
     return {"input_shape": args.input_shape, "loss": args.loss, "num_classes": args.num_classes,
             "input_dtype": getattr(args, "input_dtype", None), "input_max": getattr(args, "input_max", None),
+            "output": getattr(args, "output", None),
             "width": args.width, "model_arg": sorted(args.model_arg), "certify": certify,
             "certify_batch": getattr(args, "certify_batch", None) if certify else None,
             "certify_samples": getattr(args, "certify_samples", None) if certify else None}
@@ -138,7 +142,7 @@ def cached_analysis(args: argparse.Namespace, certify: bool, before_store: Calla
     from symmetry_engine.graph.analysis import analyze
 
     model, _, example = load_model(args)
-    result = analyze(model, example, loss=args.loss, certify_symmetries=certify,
+    result = analyze(model, example, loss=args.loss, certify_symmetries=certify, output=getattr(args, "output", None),
                      batch_size=getattr(args, "certify_batch", 8), samples=getattr(args, "certify_samples", 16))
     data = result.to_json()
     data["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}

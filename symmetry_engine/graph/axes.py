@@ -162,13 +162,24 @@ def run_movement(target: str, args: tuple, kwargs: dict, grids: dict[str, torch.
     return compress(out)
 
 
+def _encode(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """One int64 key per pair (a, b): 1-D unique is far faster than unique rows."""
+    amin, bmin = int(a.min()), int(b.min())
+    span = int(b.max()) - bmin + 1
+    return (a.astype(np.int64) - amin) * span + (b.astype(np.int64) - bmin), amin, bmin, span  # type: ignore[return-value]
+
+
 def pairs(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Unique label pairs ``(a, b)`` at the same position after broadcasting (an ``[n, 2]`` array)."""
     nd = max(a.ndim, b.ndim)
     a, b = broadcast(a, nd), broadcast(b, nd)
     a, b = torch.broadcast_tensors(a, b)
-    st = torch.stack([a.reshape(-1), b.reshape(-1)], 1).numpy()
-    return np.unique(st, axis=0) if len(st) else st
+    fa, fb = a.reshape(-1).numpy(), b.reshape(-1).numpy()
+    if not len(fa):
+        return np.zeros((0, 2), dtype=np.int64)
+    key, amin, bmin, span = _encode(fa, fb)
+    u = np.unique(key)
+    return np.stack([u // span + amin, u % span + bmin], 1)
 
 
 def reduce_pairs(ids: torch.Tensor, axes: Sequence[int]) -> tuple[torch.Tensor, np.ndarray]:
@@ -186,13 +197,16 @@ def combine(a: torch.Tensor, b: torch.Tensor, zero_a: bool = True) -> tuple[torc
     nd = max(a.ndim, b.ndim)
     a, b = broadcast(a, nd), broadcast(b, nd)
     a, b = torch.broadcast_tensors(a, b)
-    st = torch.stack([a.reshape(-1), b.reshape(-1)], 1).numpy()
-    uniq, inv = np.unique(st, axis=0, return_inverse=True)
-    labels = np.arange(1, len(uniq) + 1, dtype=np.int64)
+    shape = a.shape
+    fa, fb = a.reshape(-1).numpy(), b.reshape(-1).numpy()
+    key, amin, bmin, span = _encode(fa, fb)
+    u, inv = np.unique(key, return_inverse=True)
+    ua, ub = u // span + amin, u % span + bmin
+    labels = np.arange(1, len(u) + 1, dtype=np.int64)
     if zero_a:
-        labels[uniq[:, 0] == 0] = 0
-    out = torch.from_numpy(labels[inv.reshape(-1)]).view(a.shape)
-    return compress(out), {int(labels[i]): (int(uniq[i, 0]), int(uniq[i, 1])) for i in range(len(uniq)) if labels[i]}
+        labels[ua == 0] = 0
+    out = torch.from_numpy(labels[inv.reshape(-1)]).view(shape)
+    return compress(out), {int(labels[i]): (int(ua[i]), int(ub[i])) for i in range(len(u)) if labels[i]}
 
 
 def group_labels(ids: torch.Tensor, group_axes: Sequence[int]) -> list[np.ndarray]:
@@ -201,12 +215,9 @@ def group_labels(ids: torch.Tensor, group_axes: Sequence[int]) -> list[np.ndarra
     perm = keep + list(group_axes)
     t = ids.permute(perm)
     n_keep = prod(t.shape[: len(keep)])
-    flat = t.reshape(n_keep, -1).numpy()
-    seen: dict[bytes, np.ndarray] = {}
-    for row in flat:
-        u = np.unique(row)
-        seen.setdefault(u.tobytes(), u)
-    return list(seen.values())
+    flat = np.ascontiguousarray(t.reshape(n_keep, -1).numpy())
+    flat = np.unique(flat, axis=0) if n_keep > 1 and flat.shape[1] > 0 else flat
+    return [np.unique(row) for row in flat]
 
 
 def _ints(v: Any, k: int, default: int) -> list[int]:
