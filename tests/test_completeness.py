@@ -84,3 +84,34 @@ def test_probe_reports_a_dropped_symmetry() -> None:
     found = probe(model, (6,), [s for s in result.symmetries if s is not dropped])
     shapes = result.param_shapes
     assert [canonical_form(s, shapes) for s, _ in found.missed] == [canonical_form(dropped, shapes)]
+
+
+class _Block(nn.Module):
+    """A pre-norm transformer block on tokens: LayerNorm → q/k/v (one head) → softmax over keys → o,
+    residual; LayerNorm → ReLU MLP, residual; final LayerNorm on the first token → head."""
+
+    def __init__(self, d: int = 6, tokens: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, d)
+        self.pos = nn.Parameter(torch.randn(1, tokens, d))
+        self.ln1, self.ln2, self.lnf = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.fc1, self.fc2 = nn.Linear(d, 8), nn.Linear(8, d)
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        t = self.embed(x) + self.pos
+        h = self.ln1(t)
+        a = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) / 6 ** 0.5, dim=-1) @ self.v(h)
+        t = t + self.o(a)
+        t = t + self.fc2(torch.relu(self.fc1(self.ln2(t))))
+        return self.head(self.lnf(t)[:, 0])
+
+
+def test_probe_covers_a_transformer_block() -> None:
+    torch.manual_seed(0)
+    result, found = _check(_Block(), (4, 3))
+    assert found.missed == [], [(s.kind, s.members, f"{r:.1e}") for s, r in found.missed[:5]]
+    assert len(found.symmetric) >= 20
+    kinds = {s.kind for s in result.symmetries}
+    assert kinds == {"translation", "scale", "rescale"}
