@@ -191,9 +191,9 @@ def reduce_pairs(ids: torch.Tensor, axes: Sequence[int]) -> tuple[torch.Tensor, 
     return rep, pairs(rep, ids)
 
 
-def combine(a: torch.Tensor, b: torch.Tensor, zero_a: bool = True) -> tuple[torch.Tensor, dict]:
+def combine(a: torch.Tensor, b: torch.Tensor, zero_a: bool = True) -> tuple[torch.Tensor, None]:
     """A grid whose labels are the distinct pairs of ``a`` and ``b`` at each position (a finer partition);
-    label 0 where ``a`` is 0 when ``zero_a``. Returns the grid and {new label: (a label, b label)}."""
+    label 0 where ``a`` is 0 when ``zero_a``."""
     nd = max(a.ndim, b.ndim)
     a, b = broadcast(a, nd), broadcast(b, nd)
     a, b = torch.broadcast_tensors(a, b)
@@ -201,23 +201,18 @@ def combine(a: torch.Tensor, b: torch.Tensor, zero_a: bool = True) -> tuple[torc
     fa, fb = a.reshape(-1).numpy(), b.reshape(-1).numpy()
     key, amin, bmin, span = _encode(fa, fb)
     u, inv = np.unique(key, return_inverse=True)
-    ua, ub = u // span + amin, u % span + bmin
     labels = np.arange(1, len(u) + 1, dtype=np.int64)
     if zero_a:
-        labels[ua == 0] = 0
-    out = torch.from_numpy(labels[inv.reshape(-1)]).view(shape)
-    return compress(out), {int(labels[i]): (int(ua[i]), int(ub[i])) for i in range(len(u)) if labels[i]}
+        labels[u // span + amin == 0] = 0
+    return compress(torch.from_numpy(labels[inv.reshape(-1)]).view(shape)), None
 
 
-def group_labels(ids: torch.Tensor, group_axes: Sequence[int]) -> list[np.ndarray]:
-    """For each group of entries sharing the coordinates off ``group_axes``, the distinct labels in it."""
+def group_rows(ids: torch.Tensor, group_axes: Sequence[int], shape: Sequence[int] | None = None) -> np.ndarray:
+    """One row per group of entries sharing the coordinates off ``group_axes`` (the group's labels)."""
     keep = [a for a in range(ids.ndim) if a not in group_axes]
-    perm = keep + list(group_axes)
-    t = ids.permute(perm)
+    t = ids.permute(keep + list(group_axes))
     n_keep = prod(t.shape[: len(keep)])
-    flat = np.ascontiguousarray(t.reshape(n_keep, -1).numpy())
-    flat = np.unique(flat, axis=0) if n_keep > 1 and flat.shape[1] > 0 else flat
-    return [np.unique(row) for row in flat]
+    return np.ascontiguousarray(t.reshape(n_keep, -1).numpy())
 
 
 def _ints(v: Any, k: int, default: int) -> list[int]:

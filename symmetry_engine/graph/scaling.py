@@ -677,14 +677,17 @@ class _Pass:
         if g is None:
             return
         g = ax.broadcast(g, nd)
-        for labels in ax.group_labels(g, group_axes):
-            slots = labels[labels >= 0]
-            if len(slots) and (labels == FIX).any():
-                for s in slots:
-                    self.killed.setdefault(int(s), why)
-            for s in slots[1:]:
-                self.uf.union(int(slots[0]), int(s))
-            self.normalized.update(int(s) for s in slots)
+        rows = ax.group_rows(g, group_axes)
+        rows = np.unique(rows, axis=0) if len(rows) > 1 else rows
+        moving = rows >= 0
+        bad = moving.any(1) & (rows == FIX).any(1)
+        for s in np.unique(rows[bad][rows[bad] >= 0]):
+            self.killed.setdefault(int(s), why)
+        first = rows.max(1, keepdims=True)
+        for a, b in ax.pairs(torch.from_numpy(np.broadcast_to(first, rows.shape).copy()), torch.from_numpy(rows)):
+            if a >= 0 and b >= 0 and a != b:
+                self.uf.union(int(a), int(b))
+        self.normalized.update(int(v) for v in np.unique(rows[moving]))
 
     def affine_out(self, name: str, weight: str | None, bias: str | None, axes_: list[int], tuple_out: bool,
                    os_: tuple[int, ...] | None) -> None:

@@ -220,25 +220,31 @@ class Stepper:
     def absorb(self, sh: Shift, group_axes: list[int], ent, where: str) -> None:
         nd = max(sh.M.ndim, sh.E.ndim if sh.E is not None else 0, max(group_axes, default=-1) + 1)
         if sh.pure:
-            lab, info = ax.combine(ax.broadcast(sh.E, nd), ax.broadcast(sh.M, nd))
-            for labels in ax.group_labels(ax.broadcast(lab, nd), group_axes):
-                moving = labels[labels > 0]
-                if not len(moving):
-                    continue
-                es = sorted({info[int(v)][0] for v in moving})
-                ms = {info[int(v)][1] for v in moving}
-                if (labels == 0).any() or len(ms) > 1:
-                    ent.kill(es)
-                    continue
-                for e in es[1:]:
-                    ent.union(es[0], e)
-                ent.absorbed.update(es)
+            E, M = torch.broadcast_tensors(ax.broadcast(sh.E, nd), ax.broadcast(sh.M, nd))
+            re, rm = ax.group_rows(E, group_axes), ax.group_rows(M, group_axes)
+            moving = re > 0
+            has = moving.any(1)
+            big = np.iinfo(np.int64).max
+            mmin = np.where(moving, rm, big).min(1)
+            mmax = np.where(moving, rm, -big).max(1)
+            bad = has & (((~moving).any(1)) | (mmin != mmax))
+            if bad.any():
+                ent.kill(np.unique(re[bad][re[bad] > 0]))
+            good = has & ~bad
+            if good.any():
+                rows = re[good]
+                first = rows.max(1, keepdims=True)
+                prs = ax.pairs(torch.from_numpy(np.broadcast_to(first, rows.shape).copy()), torch.from_numpy(rows))
+                for a, b in prs:
+                    if b > 0 and a != b:
+                        ent.union(int(a), int(b))
+                ent.absorbed.update(int(e) for e in np.unique(rows[rows > 0]))
         else:
             inv = sh.involved()
-            for labels in ax.group_labels(ax.broadcast(sh.M, nd), group_axes):
-                if len(labels) > 1:
-                    self.fail(sh, ent)
-                    return
+            rows = ax.group_rows(ax.broadcast(sh.M, nd), group_axes)
+            if not (rows == rows[:, :1]).all():
+                self.fail(sh, ent)
+                return
             ent.absorbed.update(range(1, ent.n + 1) if inv is None else inv)
         ent.absorber = ent.absorber or where
 
