@@ -21,6 +21,7 @@ Roles:
   embedding    rows of a weight selected by integer ids
   matmul       product of two tensors (attention logits and values, or a weight)
   sdpa         scaled_dot_product_attention(q, k, v, …)
+  einsum       a two-operand einsum (MaxViT's relative attention)
   add, sub, mul, div, where, masked_fill   elementwise with two operands
   batch_norm, layer_norm, group_norm, instance_norm, rms_norm, native_group_norm   normalizers
   getitem      one output of a multi-output op
@@ -81,6 +82,7 @@ def _entries() -> dict[str, OpSemantics]:
     put("aten.embedding", OpSemantics("embedding", False, False, "weight rows picked by integer ids"))
     put("aten.matmul aten.bmm aten.mm", OpSemantics("matmul", False, False, "product: a weight, or bilinear"))
     put("aten.scaled_dot_product_attention", OpSemantics("sdpa", False, False, "softmax(q kᵀ) v"))
+    put("aten.einsum", OpSemantics("einsum", False, False, "two-operand contraction: bilinear, or linear in one"))
     put("aten.batch_norm aten._native_batch_norm_legit_functional aten._native_batch_norm_legit "
         "aten.native_batch_norm aten._native_batch_norm_legit_no_training",
         OpSemantics("batch_norm", False, False, "per-channel normalization over batch and space (train mode)"))

@@ -671,6 +671,55 @@ class _Pass:
             self.reduce(name, gv, [len(sv) - 2], True, "attention mixes moving and fixed values")
             self.align_out(name)
 
+    def visit_einsum(self, name: str, d: dict) -> None:
+        """Two operands: invariant when both move and scale inversely over every contracted pair; linear in
+        one when the other is fixed (labels joined along its summed letters)."""
+        args = d["args"]
+        eq, ops = arg(args, 0), [tensor_arg(t) for t in (arg(args, 1) or [])]
+        grids = [self.operand(o) for o in ops]
+        if all(g is None for g in grids):
+            return
+        if not isinstance(eq, str) or "->" not in eq or "." in eq or len(ops) != 2 or None in ops:
+            self.kill_all([o for o in ops if o], "einsum of this form")
+            for g in grids:
+                self.kill(g, "einsum of this form")
+            return
+        lhs, out = eq.replace(" ", "").split("->")
+        la, lb = lhs.split(",")
+        letters = sorted(set(la + lb + out))
+        def joint(g: torch.Tensor, lab: str, shape) -> torch.Tensor:
+            g = ax.broadcast(g, len(lab))
+            t = g.permute([lab.index(c) for c in sorted(lab)])
+            view = [t.shape[sorted(lab).index(c)] if c in lab else 1 for c in letters]
+            return t.reshape(view)
+        if grids[0] is not None and grids[1] is not None:
+            ga, gb = joint(grids[0], la, None), joint(grids[1], lb, None)
+            why = "a product of moving and fixed entries"
+            for x, y in ax.pairs(ga, gb):
+                if x >= 0 and y >= 0:
+                    self.uf.union(int(x), int(y), -1)
+                elif x >= 0 and y == FIX:
+                    self.killed.setdefault(int(x), why)
+                elif y >= 0 and x == FIX:
+                    self.killed.setdefault(int(y), why)
+            return
+        i = 0 if grids[0] is not None else 1
+        lab, g = (la, lb)[i], grids[i]
+        summed = [lab.index(c) for c in lab if c not in out]
+        g = ax.broadcast(g, len(lab))
+        self.reduce(name, g, summed, True, "a contraction mixes moving and fixed entries")
+        rep = self.grid.pop(name, None)
+        if rep is None:
+            return
+        keep = [c for c in lab]
+        view = [rep.shape[keep.index(c)] if c in keep else 1 for c in out]
+        perm = [keep.index(c) for c in out if c in keep]
+        t = rep.squeeze() if False else rep
+        t = t.permute(perm + [a for a in range(len(keep)) if a not in perm]).reshape(
+            [rep.shape[a] for a in perm] + [1] * (len(keep) - len(perm)))
+        t = t.reshape([rep.shape[a] for a in perm]) if len(perm) else t.reshape(())
+        self.set(name, ax.compress(t.reshape(view) if len(view) else t))
+
     # -- normalizers -----------------------------------------------------------------------------
     def normalize(self, g: torch.Tensor | None, group_axes: list[int], nd: int, why: str) -> None:
         """Each group (entries sharing the coordinates off ``group_axes``) scales together and is absorbed."""
