@@ -103,3 +103,22 @@ def test_laws_for_a_model_lists_only_its_kinds() -> None:
     data = json.loads(out.stdout)
     text = json.dumps(data)
     assert "rescale" in text and "translation" in text and '"scale"' not in text
+
+
+def test_token_model_from_the_command_line() -> None:
+    """A language model: int64 ids (declared by the hf_* spec), [B, S, V] logits under cross-entropy."""
+    pytest.importorskip("transformers")
+    out = run("analyze", "hf_gpt2", "--json", "--no-cache")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["counts"]["rescale"] > 0 and data["counts"]["translation"] > 0
+    assert data["model"]["input_shape"] == [8]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("mlp", "--input-shape", "5", "--input-dtype", "int64"), "--input-max"),
+    (("mlp", "--input-shape", "5", "--output", "aux"), "--output 'aux' names none"),
+])
+def test_input_dtype_and_output_errors_are_one_line(args, needle) -> None:
+    out = run("analyze", *args, "--no-cache")
+    assert out.returncode == 2 and needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
