@@ -113,13 +113,24 @@ def _convert_arg(a: Any, names: dict[Any, str]) -> Any:
     return a
 
 
-def _export_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[str, str], dict[str, str], str]:
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _paths(structure: Any, leaf: type) -> list[str]:
+    leaves, _ = torch.utils._pytree.tree_flatten_with_path(structure)
+    return [("".join(str(k) for k in path) or "output") for path, x in leaves if isinstance(x, leaf)]
+
+
+def _export_graph(model: nn.Module, inputs: tuple):
     ep = torch.export.export(model, inputs)
     sig = ep.graph_signature
-    return ep.graph_module.graph, dict(sig.inputs_to_parameters), dict(sig.inputs_to_buffers), "torch.export"
+    spec = ep.call_spec.out_spec
+    names = _paths(torch.utils._pytree.tree_unflatten(list(range(spec.num_leaves)), spec), int)
+    return ep.graph_module.graph, dict(sig.inputs_to_parameters), dict(sig.inputs_to_buffers), "torch.export", names
 
 
-def _make_fx_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dict[str, str], dict[str, str], str]:
+def _make_fx_graph(model: nn.Module, inputs: tuple):
     from torch.fx.experimental.proxy_tensor import make_fx
     from torch.func import functional_call
 
@@ -134,12 +145,14 @@ def _make_fx_graph(model: nn.Module, inputs: tuple) -> tuple[torch.fx.Graph, dic
     graph_inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
     to_p = {graph_inputs[i].name: pnames[i] for i in range(len(pnames))}
     to_b = {graph_inputs[len(pnames) + i].name: bnames[i] for i in range(len(bnames))}
-    return gm.graph, to_p, to_b, "make_fx"
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    names = _paths(out.args[0] if len(out.args) == 1 else out.args, torch.fx.Node)
+    return gm.graph, to_p, to_b, "make_fx", names
 
 
 def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], loss: str = "cross_entropy",
             output: int | str | None = None) -> CapturedGraph:
-    """Trace ``model`` (on a copy, in train mode) and build the computation graph with a loss node.
+    """Trace ``model`` in train mode (its modes are restored) and build the computation graph with a loss node.
 
     A model returning several tensors (auxiliary heads, a tuple, a dict) is scored on one of them:
     ``output`` (index or name, see :func:`output_index`), by default the first. Ops whose values cannot
@@ -148,34 +161,43 @@ def capture(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tens
     if loss not in LOSS_KINDS:
         raise CaptureError(f"unknown loss kind {loss!r}; expected one of {', '.join(LOSS_KINDS)}")
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    traced_model = copy.deepcopy(model).train()
-    try:
-        with torch.no_grad():
-            eager_out = traced_model(*inputs)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the model
-        shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CaptureError(f"the model does not accept an input of shape {shapes}: {first}") from None
     warnings: list[str] = []
-    names = [n for n, _ in output_leaves(eager_out)]
+    errors = []
+    traced = None
+    # torch.export traces on fake tensors: no copy of the model and no full-size forward pass are needed;
+    # the model is put in train mode for the trace and its modes are restored after
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    try:
+        try:
+            traced = _export_graph(model, inputs)
+        except Exception as exc:  # noqa: BLE001 - reported below if the fallback fails too
+            errors.append(f"export_graph: {_first_line(exc)}")
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    if traced is None:
+        copy_model = copy.deepcopy(model).train()   # make_fx runs the model: keep the user's buffers intact
+        try:
+            with torch.no_grad():
+                copy.deepcopy(copy_model)(*inputs)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the model
+            shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
+            raise CaptureError(f"the model does not accept an input of shape {shapes}: {_first_line(exc)}") from None
+        try:
+            traced = _make_fx_graph(copy_model, inputs)
+        except Exception as exc:  # noqa: BLE001 - report every tracer's reason
+            errors.append(f"make_fx_graph: {_first_line(exc)}")
+            raise CaptureError("could not trace the model with the given input: " + " | ".join(errors)) from None
+        warnings.append("torch.export failed; traced with make_fx instead (" + errors[0] + ")")
+    fx_graph, to_param, to_buffer, method, names = traced
     if not names:
         raise CaptureError("the model returned no tensor")
     out_i = output_index(names, output)
     if len(names) > 1:
         warnings.append(f"the model returns {len(names)} tensors ({', '.join(names)}); the loss reads {names[out_i]} "
                         f"(choose with --output)")
-    errors = []
-    for tracer in (_export_graph, _make_fx_graph):
-        try:
-            fx_graph, to_param, to_buffer, method = tracer(traced_model, inputs)
-            break
-        except Exception as exc:  # noqa: BLE001 - report every tracer's reason below
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            errors.append(f"{tracer.__name__.strip('_')}: {first}")
-    else:
-        raise CaptureError("could not trace the model with the given input: " + " | ".join(errors))
-    if method != "torch.export":
-        warnings.append("torch.export failed; traced with make_fx instead (" + errors[0] + ")")
+    traced_model = model
 
     # tied parameters (GPT-2's embedding and output head) have several names; use the first, as
     # named_parameters() does, so every use of one tensor is one parameter node
