@@ -2,7 +2,7 @@
 
 Why it exists: one command (``make bench``) that measures the project's cost claims on the machine it
 runs on and prints raw timings next to ratios taken in the same run. Nothing is compared with numbers
-from another machine except the Torch-Pruning reference in the analyzer benchmark, which is labelled.
+from another machine.
 See benchmarks/README.md for the protocol and recorded results.
 """
 
