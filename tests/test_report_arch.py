@@ -49,7 +49,8 @@ def test_per_layer_counts_equal_the_analysis(vgg):
     assert list(rows) == [p.rsplit(".", 1)[0] for p in analysis["parameters"]][::2]       # network order
     text = (vgg / "report.md").read_text()
     assert text.index("`features.4`") < text.index("`features.11`")                       # natural sort
-    for part in ("## Symmetries per layer", "## Where there is no symmetry, and why", "network input: 3 channel(s)",
+    for part in ("## Symmetries per layer", "## Where there is no symmetry, and why",
+                 "the loss.cross_entropy head is not scale-invariant: 10 channel(s)",
                  "## Conserved quantities and their laws", "heavy-ball momentum", "## Layer diagram",
                  "| `features.4` | weight 16×8×3×3, bias 16 | 16 | 16 |  | 8 from `features.1` |"):
         assert part in text, part
