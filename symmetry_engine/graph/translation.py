@@ -25,6 +25,7 @@ import networkx as nx
 import numpy as np
 
 from ..symmetry import Member
+from . import axes as ax
 from .capture import CapturedGraph
 from .op_semantics import semantics
 from .scaling import arg, tensor_arg
@@ -293,7 +294,7 @@ def _terms(cg: CapturedGraph, top: str, stepper: Stepper, inner: set[str]) -> li
                 continue
             if not isinstance(sh, Shift) or ent.killed or not sh.unmodulated():
                 continue
-            terms.append((cg.graph.nodes[bias]["param"], s, sh.entry_grid(cg.graph.nodes[top]["shape"])))
+            terms.append((cg.graph.nodes[bias]["param"], s, ax.broadcast(sh.E, len(cg.graph.nodes[top]["shape"]))))
     return terms
 
 
@@ -308,14 +309,17 @@ def _sum_groups(cg: CapturedGraph, stepper: Stepper) -> list[TranslationGroup]:
             continue
         k0, s0, g0 = terms[0]
         for k, s, g in terms[1:]:
-            flat0, flat = g0.reshape(-1), g.reshape(-1)
-            for e in np.unique(flat0[flat0 > 0]):
-                partners = np.unique(flat[flat0 == e])
-                if len(partners) != 1 or partners[0] <= 0:
+            fwd: dict[int, set[int]] = {}
+            back: dict[int, set[int]] = {}
+            for e0, e in ax.pairs(g0, g):
+                fwd.setdefault(int(e0), set()).add(int(e))
+                back.setdefault(int(e), set()).add(int(e0))
+            for e0, partners in sorted(fwd.items()):
+                if e0 <= 0 or len(partners) != 1:
                     continue
-                e2 = partners[0]
-                if not np.array_equal(flat0 == e, flat == e2):
-                    continue
-                out.append(TranslationGroup((Member(k0, 0, (int(e) - 1,), 1), Member(k, 0, (int(e2) - 1,), -s0 * s)),
-                                            top, k, int(e) - 1, top))
+                (e2,) = partners
+                if e2 <= 0 or back.get(e2) != {e0}:
+                    continue   # the shifts must cover exactly the same positions to cancel
+                out.append(TranslationGroup((Member(k0, 0, (e0 - 1,), 1), Member(k, 0, (e2 - 1,), -s0 * s)),
+                                            top, k, e0 - 1, top))
     return out
