@@ -79,6 +79,22 @@ def test_swin() -> None:
     assert result.counts["scale"] >= 1
 
 
+def test_swin_v2_cosine_attention() -> None:
+    """Swin V2 normalises q and k (F.normalize: a norm, a tiny clamp, a division) before their product."""
+    from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+
+    model = SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=[2, 2],
+                            stochastic_depth_prob=0.1, num_classes=3, block=SwinTransformerBlockV2,
+                            downsample_layer=PatchMergingV2)
+    result = _run(model, 8)
+    # residual post-norm: the attention projection and the MLP output feed a LayerNorm: scale groups. (The
+    # q/k rows are scale-invariant too, but V2 builds its qkv bias by cloning and zeroing the key part, a
+    # computed bias, which blocks them.)
+    scales = _params(result, "scale")
+    assert {"features.1.0.attn.proj.weight", "features.1.0.attn.proj.bias"} in scales
+    assert {"features.1.0.mlp.3.weight", "features.1.0.mlp.3.bias"} in scales
+
+
 def test_maxvit_relative_attention_einsum() -> None:
     from torchvision.models.maxvit import MaxVit
 

@@ -75,6 +75,8 @@ def _entries() -> dict[str, OpSemantics]:
             OpSemantics("pool", True, True, "average over a window: linear", k))
     put("aten.mean aten.sum", OpSemantics("reduce", True, True, "linear reduction over dim"))
     put("aten.amax aten.amin aten.max aten.min", OpSemantics("reduce", True, False, "max/min over dim"))
+    put("aten.linalg_vector_norm aten.norm", OpSemantics("reduce", True, False, "a p-norm over dim: homogeneous, not shift-equivariant"))
+    put("aten.clamp_min", OpSemantics("unary", True, False, "F.normalize's floor (≤ 1e-6, checked): exact wherever the value exceeds it"))
     put("aten.linear aten.conv1d aten.conv2d aten.conv3d aten.convolution aten.conv_transpose1d "
         "aten.conv_transpose2d aten.conv_transpose3d",
         OpSemantics("affine", False, False, "parameterised layer: produces and consumes features"))
@@ -112,7 +114,7 @@ def _entries() -> dict[str, OpSemantics]:
         OpSemantics("ignore"))
     put("aten.tanh aten.sigmoid aten.gelu aten.silu aten.elu aten.selu aten.celu aten.softplus aten.mish aten.hardtanh "
         "aten.hardswish aten.hardsigmoid aten.relu6 aten.log_sigmoid aten.exp aten.log aten.pow aten.sqrt aten.rsqrt "
-        "aten.abs aten.reciprocal aten.erf aten.square aten.clamp aten.clamp_min aten.clamp_max aten.sign "
+        "aten.abs aten.reciprocal aten.erf aten.square aten.clamp aten.clamp_max aten.sign "
         "aten.logsumexp aten.var aten.std aten.var_mean aten.cumsum aten.sort aten.topk aten.argmax aten.argmin",
         OpSemantics("block", False, False, "not positively homogeneous"))
     return t

@@ -258,6 +258,9 @@ class _Pass:
         g = self.operand(tensor_arg(arg(d["args"], 0)))
         if g is None:
             return
+        if d["target"] == "aten.clamp_min" and not (isinstance(arg(d["args"], 1), (int, float)) and 0 <= arg(d["args"], 1) <= 1e-6):
+            self.kill(g, "clamp_min at a floor that is not tiny")
+            return
         if d["target"] == "aten.native_dropout":
             self.grid[name] = [g, None]
         else:
@@ -437,11 +440,16 @@ class _Pass:
         if g is None:
             return
         nd = len(self.shape(src) or ())
-        dims = arg(args, 1, (d.get("kwargs") or {}).get("dim"))
+        kw = d.get("kwargs") or {}
+        norm = d["target"] in ("aten.linalg_vector_norm", "aten.norm")
+        if norm and isinstance(arg(args, 1, kw.get("ord", 2)), (int, float)) and arg(args, 1, kw.get("ord", 2)) <= 0:
+            self.kill(g, "a norm of order ≤ 0 is not homogeneous")
+            return
+        dims = arg(args, 2 if norm else 1, kw.get("dim"))
         if dims is None or dims == []:
             dims = list(range(nd))
         dims = [dims] if isinstance(dims, int) else list(dims)
-        keep = bool(arg(args, 2, (d.get("kwargs") or {}).get("keepdim", False)))
+        keep = bool(arg(args, 3 if norm else 2, kw.get("keepdim", False)))
         g = ax.broadcast(g, nd)
         why = f"{d['target']} mixes entries that do not move"
         if d["target"] in ("aten.max", "aten.min") and len(args) >= 2:

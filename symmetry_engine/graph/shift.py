@@ -292,6 +292,8 @@ class Stepper:
                 raise Broken()   # only a parameter argument moves (PReLU's slope)
             if target in ax.IDENTITY or target == "aten.neg":
                 return sh
+            if target == "aten.clamp_min":
+                raise Broken()
             if target in ("aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.alpha_dropout"):
                 p, train = arg(args, 1, 0.5), arg(args, 2, True)
                 out = sh if (p == 0 or train is False) else _modulate(sh, _varying(os_, range(len(os_))))
@@ -334,6 +336,8 @@ class Stepper:
             cs = self.shape(cond) or ()
             return _modulate(sh, _varying(os_, [len(os_) - len(cs) + a for a, s in enumerate(cs) if s > 1]))
         if role == "reduce":
+            if target in ("aten.linalg_vector_norm", "aten.norm"):
+                raise Broken()
             return self.reduce(d, shifted)
         if role == "pool":
             return self.pool(d, shifted)
