@@ -110,11 +110,16 @@ class Stepper(ContractionRules):
     def __init__(self, cg: CapturedGraph) -> None:
         self.cg = cg
         self.unknown: list[str] = []
+        self._inputs: dict[int, list[str]] = {}   # node attribute dicts live as long as the graph
 
     def shape(self, name: str | None):
         return None if name is None else self.cg.graph.nodes[name].get("shape")
 
     def inputs(self, d: dict) -> list[str]:
+        key = id(d)
+        hit = self._inputs.get(key)
+        if hit is not None:
+            return hit
         out: list[str] = []
 
         def walk(a: Any) -> None:
@@ -126,6 +131,7 @@ class Stepper(ContractionRules):
                     walk(x)
         walk(d["args"])
         walk(tuple((d.get("kwargs") or {}).values()))
+        self._inputs[key] = out
         return out
 
     # -- outcomes -----------------------------------------------------------------------------
