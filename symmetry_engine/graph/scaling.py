@@ -122,12 +122,12 @@ class _Pass(LayerRules, NormRules):
             start = self.new_slots(prod(shp), key)
             grid = ax.compress((torch.arange(prod(shp), dtype=torch.int64) + start).view(shp))
             one = [a for a, s in enumerate(shp) if s > 1]
-            for i in range(prod(shp)):
-                if len(one) <= 1:
-                    index = int(np.unravel_index(i, shp)[one[0]]) if one else 0
-                    self.incidence(key, "data", one[0] if one else FLAT, index, start + i, 1)
-                else:
-                    self.incidence(key, "data", FLAT, i, start + i, 1)
+            n = prod(shp)
+            # one incidence per entry, all distinct: appended in bulk (a position embedding has ~10⁵ entries)
+            axis = one[0] if len(one) == 1 else FLAT
+            recs = [(key, "data", axis, i, start + i, 1) for i in range(n)]
+            self.inc.extend(recs)
+            self.first_key.update({(key, "data", axis, i, 1): (start + i, 1) for i in range(n)})
         self.pgrid[name] = grid
         return grid
 
