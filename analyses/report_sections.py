@@ -38,7 +38,36 @@ def _stats_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     cols += [("continuous max", "continuous.max"), ("continuous median", "continuous.median")]
     if any(r.get("breaking") for r in rows):
         cols += [("breaking max", "breaking.max")]
+    if any(_get(r, "approx.max") is not None for r in rows):   # checkpoint evaluations: laws fed estimates
+        cols += [("approx max (approximate)", "approx.max"), ("approx median (approximate)", "approx.median")]
     return cols
+
+
+def is_checkpoint_evaluation(data: Mapping[str, Any]) -> bool:
+    """The evaluation came from checkpoints saved without the tracker (``source == "checkpoints"``)."""
+    return data.get("source") == "checkpoints"
+
+
+def approximate_section(data: Mapping[str, Any]) -> Section | None:
+    """Checkpoint evaluations: the scale/rescale errors are approximate, and say so in a section of their own."""
+    summary = data.get("summary") or {}
+    rows = [[k, s.get("groups"), _get(s, "approx.max"), _get(s, "approx.median")]
+            for k, s in summary.items() if k != "translation"]
+    if not rows:
+        return None
+    est = data.get("estimation") or {}
+    note = str(est.get("note") or "")
+    blocks: list[Any] = []
+    if note:
+        blocks.append(Para(f"{note[:1].upper()}{note[1:]}."))
+    blocks.append(Table(["kind", "groups", "err_approx max (approximate)", "err_approx median (approximate)"], rows,
+                        caption="err_approx: max over checkpoints of |measured − law fed estimated statistics| over the "
+                                "group's size. It mixes the law's own error with the estimate's; a tracked run "
+                                "(`nmech train` or `track(...)`) measures the laws exactly."))
+    if summary.get("translation"):
+        blocks.append(Para("Translation laws need no gradient statistics: they are forecast from the first checkpoint "
+                           "and their errors (exact = law) are exact, not approximate."))
+    return Section("Scale and rescale: APPROXIMATE (estimated from checkpoints)", blocks)
 
 
 def _get(r: Mapping[str, Any], dotted: str) -> Any:
@@ -68,9 +97,11 @@ def verdict_section(data: Mapping[str, Any]) -> Section | None:
     if bad:
         bad = sorted(bad, key=lambda g: (g["verdict"] != "broken", -(g.get("breaking") or 0.0)))
         shown = bad[:25]
-        blocks.append(Table(["group", "verdict", "cause", "breaking", "law error", "exact error"],
+        approx = any(g.get("err_approx") is not None for g in shown)
+        blocks.append(Table(["group", "verdict", "cause", "breaking", "law error", "exact error",
+                             *(["approx error (estimated)"] if approx else [])],
                             [[f"`{g['key']}`", g["verdict"], g.get("cause") or "", g.get("breaking"), g.get("err_law"),
-                              g.get("err_exact")] for g in shown],
+                              g.get("err_exact"), *([g.get("err_approx")] if approx else [])] for g in shown],
                             caption=f"Groups that do not simply hold ({len(shown)} of {len(bad)} shown, broken first)."))
     th = data.get("thresholds")
     if th:
@@ -118,8 +149,17 @@ def config_section(data: Mapping[str, Any], lrs: np.ndarray) -> Section:
         if train.get(k) not in (None, [], ""):
             rows.append([label, train[k]])
     rows += [["dtype", data.get("dtype")], ["device", data.get("device")], ["optimizer steps evaluated", data.get("steps")]]
+    est = data.get("estimation") or {}
+    if is_checkpoint_evaluation(data):
+        rows += [["checkpoints", len(est.get("checkpoints") or [])],
+                 ["replica steps per checkpoint", est.get("replica_steps")],
+                 ["replica batch size", est.get("batch_size")], ["replica seed", est.get("seed")]]
     blocks: list[Any] = [Table(["setting", "value"], rows, numeric=False)]
-    if not train:
+    if is_checkpoint_evaluation(data):
+        blocks.append(Para("Checkpoints saved without the tracker: the optimizer is the one the command's flags describe "
+                           "(not read from a run), and the scale/rescale statistics come from short training replicas "
+                           "at each checkpoint on sampled minibatches."))
+    elif not train:
         blocks.append(Para("The run was not written by `nmech train`: data, batch size and seed are not recorded."))
     rule = str(opt.get("rule", "?"))
     decay = "decoupled" if opt.get("decoupled_weight_decay") else "coupled"
@@ -202,32 +242,51 @@ def figure_sections(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequenc
                     evals: Sequence[Mapping[str, Any]]) -> list[Section]:
     sections = []
     steps = np.asarray(ev.steps)
-    fig = training_figure(steps[: len(ev.losses)], ev.losses, ev.lrs, evals)
+    ckpt = is_checkpoint_evaluation(data)
+    if ckpt:
+        cks = (data.get("estimation") or {}).get("checkpoints") or []
+        fig = training_figure(np.array([c["step"] for c in cks], dtype=float),
+                              np.array([c.get("replica_loss", np.nan) for c in cks], dtype=float), ev.lrs, evals,
+                              lr_steps=int(steps[0]) + np.arange(len(ev.lrs)),
+                              loss_label="replica loss at checkpoints\n(approximate: estimated from checkpoints)")
+    else:
+        fig = training_figure(steps[: len(ev.losses)], ev.losses, ev.lrs, evals)
     if fig is not None:
         last = next((r for r in reversed(evals) if r.get("test_accuracy") is not None), None)
         text = ("Left: the minibatch loss recorded at every step (faint) and its moving average (on runs long enough for one); test loss at each "
                 "evaluation pass (eval.jsonl) as dots. Middle: test accuracy. Right: the learning rate the optimizer "
                 "used at each step (the laws use these per-step values).")
-        if not np.isfinite(np.asarray(ev.losses, float)).any():
+        if ckpt:
+            text = ("Left: the mean minibatch loss of the short training replica run from each checkpoint (approximate: "
+                    "estimated from checkpoints; no loss was recorded during training). Right: the learning rate of "
+                    "every step between the first and the last checkpoint, from the schedule the flags give (the laws "
+                    "use these per-step values).")
+        elif not np.isfinite(np.asarray(ev.losses, float)).any():
             text += " The minibatch loss was not recorded (`tracker.record_loss` not called)."
         if last is not None:
             text += f" Final test accuracy {float(last['test_accuracy']):.3f} at step {int(float(last['step']))}."
         sections.append(Section("Training", [Figure(save_figure(fig, out / "training.png"), "Training curves", text)]))
     unit = (data.get("thresholds") or {}).get("unit_roundoff") or UNIT_ROUNDOFF.get(str(data.get("dtype")))
-    params = network_order(ev.run_dir)
+    ck_files = [c["path"] for c in (data.get("estimation") or {}).get("checkpoints") or []] if ckpt else None
+    params = network_order(ck_files[0] if ck_files else None) if ckpt else network_order(ev.run_dir)
     panels = choose_panels(ev, data, layers, channels, params)
     fig = conservation_figure(ev, panels, unit)
     if fig is not None:
         has_law = any("law" in p.roles for p in panels)
+        caption = _fig5_caption(panels, has_law)
+        if ckpt:
+            caption += (f" Points are the {len(steps)} checkpoints (no per-step record). Scale/rescale predictions are "
+                        "approximate: estimated from checkpoints (their laws are fed replica statistics, interpolated "
+                        "between checkpoints); translation laws are exact forecasts from the first checkpoint.")
         sections.append(Section("Conservation laws, measured against theory (Figure 5)", [
             Figure(save_figure(fig, out / "conservation.png"), "Figure 5: conserved quantities and residuals",
-                   _fig5_caption(panels, has_law))]))
+                   caption)]))
     kind = "scale" if "scale" in ev.series else "rescale" if "rescale" in ev.series else None
     if kind is not None:
         ser = ev.series[kind]
         f1_layers = figure1_layers(ser, data, params=params)
         params = {l: sample_param([s for s in ser.symmetries if s.layer == l]) for l in f1_layers}
-        samples = checkpoint_samples(ev.run_dir, params)
+        samples = checkpoint_samples(ev.run_dir, params, files=ck_files)
         fig = trajectories_figure(ev, kind, f1_layers, samples, data)
         if fig is not None:
             q = "squared norm |θ_c|²" if kind == "scale" else "difference of squared norms |θ_A1|² − |θ_A2|²"
@@ -274,6 +333,14 @@ def layers_section(data: Mapping[str, Any]) -> Section:
 
 
 def checkpoint_section(data: Mapping[str, Any]) -> Section:
+    if is_checkpoint_evaluation(data):
+        est = (data.get("estimation") or {}).get("checkpoints") or []
+        return Section("Checkpoints evaluated", [
+            Para("No run log: the quantities are measured in each checkpoint's weights; the momentum buffer column says "
+                 "where the laws' buffer came from (saved optimizer state, fresh at step 0, or a burn-in replica)."),
+            Table(["checkpoint", "step", "momentum buffer", "replica loss"],
+                  [[f"`{Path(c['path']).name}`", c.get("step"), c.get("buffer"), c.get("replica_loss")]
+                   for c in sorted(est, key=lambda c: int(c.get("step") or 0))])])
     cks = data.get("checkpoints") or []
     if not cks:
         return Section("Checkpoint cross-check", [Para("No checkpoints (`checkpoints/step_*.pt`) in the run directory.")])
@@ -286,7 +353,11 @@ def checkpoint_section(data: Mapping[str, Any]) -> Section:
                 c.get("note") or ""] for c in natsorted(cks, key=lambda c: Path(c["path"]).name)])])
 
 
-def rerun_section(run_dir: str) -> Section:
+def rerun_section(run_dir: str, checkpoints: bool = False) -> Section:
+    if checkpoints:
+        return Section("Re-run", [Para(f"`nmech evaluate --checkpoints {run_dir}` with the model, dataset and optimizer "
+                                       "flags of this evaluation (report.json: `model`, `optimizer`, `estimation`), or "
+                                       "`symmetry_engine.evaluate_checkpoints(...)` in Python.")])
     return Section("Re-run", [Code(f"nmech evaluate {run_dir}\nnmech report {run_dir}"), Para("or in Python:"),
                               Code("from symmetry_engine.numeric.evaluate import evaluate_run\n"
                                    "from analyses.report import write_report\n"
@@ -306,8 +377,12 @@ def run_document(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequence[s
             + (f", model `{model.get('spec')}`" if model.get("spec") else "") + ".")
     if counts:
         head += " Verdicts: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS) + "."
-    doc = Document(f"Run report: `{ev.run_dir}`", [Para(head)])
-    for s in (verdict_section(data), warnings_section(data, eval_notes)):
+    ckpt = is_checkpoint_evaluation(data)
+    if ckpt:
+        head += (f" Evaluated from {len((data.get('estimation') or {}).get('checkpoints') or [])} checkpoints saved "
+                 "without the tracker: scale/rescale results are approximate (estimated from checkpoints).")
+    doc = Document(f"{'Checkpoint evaluation' if ckpt else 'Run report'}: `{ev.run_dir}`", [Para(head)])
+    for s in (verdict_section(data), warnings_section(data, eval_notes), approximate_section(data) if ckpt else None):
         if s is not None:
             doc.sections.append(s)
     doc.sections.append(config_section(data, np.asarray(ev.lrs)))
@@ -316,7 +391,7 @@ def run_document(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequence[s
     laws = laws_section(list(data.get("summary") or {}), data.get("optimizer") or {})
     if laws is not None:
         doc.sections.append(laws)
-    doc.sections += [layers_section(data), checkpoint_section(data), rerun_section(str(ev.run_dir))]
+    doc.sections += [layers_section(data), checkpoint_section(data), rerun_section(str(ev.run_dir), ckpt)]
     return doc
 
 
