@@ -2,7 +2,8 @@
 
 Figure 1 of the paper sets individual parameters — noisy, step to step — beside the per-channel squared
 norms of the same conv layers, which move smoothly because the symmetry ties them to a law. The entries
-come from a fixed sample of each layer's weight, read across the run's checkpoints (:func:`checkpoint_samples`);
+come from the fixed sample the tracker records at every step (``samples.bin``, :func:`tracker_samples`),
+or, for runs without one, from a fixed sample read across the checkpoints (:func:`checkpoint_samples`);
 their values are plotted as they are, never divided by an initial value (a quantity that starts near 0
 would blow up).
 """
@@ -158,6 +159,26 @@ def checkpoint_samples(run_dir: str | Path | None, params: Mapping[str, str], co
                            "checkpoints") for layer in params}
 
 
+def tracker_samples(run_dir: str | Path, layers: Sequence[str], count: int = 16) -> dict[str, Samples]:
+    """For each of ``layers`` the tracker recorded a sample of: its first ``count`` entries at every
+    recorded step (``samples.bin``); ``{}`` when the run has no sample (tracked with ``samples=0``, or
+    older), or fewer than three rows."""
+    from symmetry_engine.numeric.samples import read_samples
+
+    try:
+        rs = read_samples(run_dir)
+    except Exception:  # unreadable run.json / samples.bin: the evaluation reports the run's own problems
+        return {}
+    if rs is None or len(rs.steps) < 3:
+        return {}
+    out = {}
+    for layer in layers:
+        name = rs.layers.get(layer)
+        if name is not None:
+            out[layer] = Samples(name, rs.steps, rs.values[name][:, :count], rs.indices[name][:count], "tracker")
+    return out
+
+
 def figure1_layers(series: Any, data: Mapping[str, Any] | None, k: int = 4, params: Sequence[str] = ()) -> list[str]:
     """Up to ``k`` layers of the kind spread over depth (network order given ``params``, the model's
     parameter names in order; natural order without), skipping all-degenerate layers."""
@@ -176,18 +197,20 @@ def trajectories_figure(ev: Any, kind: str, layers: Sequence[str], samples: Mapp
         return None
     deg = {key for key, v in verdicts_by_key(data).items() if v == "degenerate"}
     rows = 2 if samples else 1
-    fig, axes = plt.subplots(rows, len(layers), figsize=(3.6 * len(layers), 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(layers), figsize=(3.6 * len(layers), 2.9 * rows), squeeze=False, sharex="col")
     for col, layer in enumerate(layers):
         if samples:
             ax = axes[0, col]
             s = samples.get(layer)
             if s is not None:
                 for k in range(s.values.shape[1]):
-                    ax.plot(s.steps, s.values[:, k], lw=0.9, marker="." if len(s.steps) < 40 else None, ms=3,
-                            gid=f"sample|{layer}|{k}")
+                    ax.plot(s.steps, s.values[:, k], lw=0.9 if len(s.steps) < 400 else 0.6,
+                            marker="." if len(s.steps) < 40 else None, ms=3, gid=f"sample|{layer}|{k}")
             ax.set_title(f"{s.param}: {s.values.shape[1]} entries" if s is not None else f"{layer}: no sample",
                          fontsize=9)
-            ax.set_ylabel("parameter value" if col == 0 else "")
+            if col == 0:
+                ax.set_ylabel("individual entries θ[i]\n(noisy)" if s is None or s.source == "tracker"
+                              else "individual entries θ[i]\n(at checkpoints)")
         ax = axes[rows - 1, col]
         idx = [j for j, sym in enumerate(ser.symmetries) if sym.layer == layer and sym.key not in deg]
         for j in idx:
@@ -196,7 +219,7 @@ def trajectories_figure(ev: Any, kind: str, layers: Sequence[str], samples: Mapp
         ax.set_title(f"{layer}: {len(idx)} channels", fontsize=9)
         ax.set_xlabel("step")
         if col == 0:
-            ax.set_ylabel(YLABEL[kind])
+            ax.set_ylabel(f"per channel {YLABEL[kind]}\n(smooth)")
     fig.tight_layout()
     return fig
 
@@ -223,5 +246,5 @@ def angular_figure(angular: Any) -> MplFigure | None:
     return fig
 
 
-__all__ = ["training_figure", "trajectories_figure", "angular_figure", "checkpoint_samples", "Samples",
+__all__ = ["training_figure", "trajectories_figure", "angular_figure", "checkpoint_samples", "tracker_samples", "Samples",
            "sample_param", "figure1_layers", "moving_average"]

@@ -14,8 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .figures import choose_panels, conservation_figure, network_order, save_figure
-from .figures_run import (angular_figure, checkpoint_samples, figure1_layers, sample_param, trajectories_figure,
-                          training_figure)
+from .figures_run import (angular_figure, checkpoint_samples, figure1_layers, sample_param, tracker_samples,
+                          trajectories_figure, training_figure)
 from .natsort import natural_key, natsorted
 from .report_doc import Bullets, Code, Document, Figure, Formula, Para, Section, Table
 from .run_info import read_eval_log
@@ -286,14 +286,24 @@ def figure_sections(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequenc
         ser = ev.series[kind]
         f1_layers = figure1_layers(ser, data, params=params)
         params = {l: sample_param([s for s in ser.symmetries if s.layer == l]) for l in f1_layers}
-        samples = checkpoint_samples(ev.run_dir, params, files=ck_files)
+        samples = {} if ckpt else tracker_samples(ev.run_dir, f1_layers)
+        if not samples:
+            samples = checkpoint_samples(ev.run_dir, params, files=ck_files)
         fig = trajectories_figure(ev, kind, f1_layers, samples, data)
         if fig is not None:
             q = "squared norm |θ_c|²" if kind == "scale" else "difference of squared norms |θ_A1|² − |θ_A2|²"
-            top = (f"Top: {len(next(iter(samples.values())).indices)} fixed entries of each layer's weight at the run's "
-                   f"{len(next(iter(samples.values())).steps)} checkpoints — individual parameters wander with the "
-                   "minibatch noise. " if samples else
-                   "Individual entries need at least three checkpoints; this run has fewer. ")
+            first = next(iter(samples.values()), None)
+            if first is not None and first.source == "tracker":
+                top = (f"Top: {len(first.indices)} fixed entries of each layer's parameter, recorded by the tracker "
+                       f"at every step (samples.bin, {len(first.steps)} steps) — individual parameters move with the "
+                       "minibatch noise from step to step. ")
+            elif first is not None:
+                top = (f"Top: {len(first.indices)} fixed entries of each layer's weight at the run's "
+                       f"{len(first.steps)} checkpoints (the run has no per-step sample: tracked with samples=0, or "
+                       "evaluated from checkpoints) — individual parameters wander with the minibatch noise. ")
+            else:
+                top = ("Individual entries need a per-step sample (`track(..., samples=16)`, the default) or at least "
+                       "three checkpoints; this run has neither. ")
             sections.append(Section("Parameters against per-channel quantities (Figure 1)", [
                 Figure(save_figure(fig, out / "trajectories.png"), "Figure 1: noisy parameters, smooth quantities",
                        top + f"Bottom: every non-degenerate channel's {q} ({kind} symmetry) of the same layers, "

@@ -36,6 +36,7 @@ from .classes import CLASS_COLUMNS, OptimizerClass, assign_classes, check_classe
 from .layout import RecordLayout
 from .partial_sums import PartialSums
 from .runlog import FORMAT, RunLogError, RunWriter
+from .samples import DEFAULT_COUNT, Sampler, check_entries, choose_entries, samples_meta
 from ..symmetry import Symmetry
 
 F64 = torch.float64
@@ -83,30 +84,39 @@ class _RecordSink:
         self.writer, self.sync_every, self.unsynced = writer, max(1, sync_every), 0
         self.cuda = device.type == "cuda"
         self._host: torch.Tensor | None = None
-        self._inflight: tuple[torch.Tensor, Any, Callable[[np.ndarray], None]] | None = None
+        self._host_sample: torch.Tensor | None = None
+        self._inflight: tuple[torch.Tensor, torch.Tensor | None, Any, Callable[[np.ndarray], None]] | None = None
 
-    def submit(self, rec: torch.Tensor, fill: Callable[[np.ndarray], None]) -> None:
-        """Queue a device record; ``fill`` completes its host-known fields (step, hyper-parameters)."""
+    def submit(self, rec: torch.Tensor, fill: Callable[[np.ndarray], None], sample: torch.Tensor | None = None) -> None:
+        """Queue a device record and its sample row (``sample[0]`` is set to the record's step);
+        ``fill`` completes the record's host-known fields (step, hyper-parameters)."""
         if not self.cuda:
-            self._write(rec.numpy(), fill)
+            self._write(rec.numpy(), fill, None if sample is None else sample.numpy())
             return
         self.drain()  # the previous record's copy finished long ago (one step of GPU work was queued after it)
         if self._host is None:
             self._host = torch.empty(rec.shape, dtype=rec.dtype, pin_memory=True)
         self._host.copy_(rec, non_blocking=True)
+        if sample is not None:
+            if self._host_sample is None:
+                self._host_sample = torch.empty(sample.shape, dtype=sample.dtype, pin_memory=True)
+            self._host_sample.copy_(sample, non_blocking=True)
         ev = torch.cuda.Event()
         ev.record()
-        self._inflight = (self._host, ev, fill)
+        self._inflight = (self._host, None if sample is None else self._host_sample, ev, fill)
 
     def drain(self) -> None:
         if self._inflight is not None:
-            host, ev, fill = self._inflight
+            host, host_sample, ev, fill = self._inflight
             self._inflight = None
             ev.synchronize()
-            self._write(host.numpy(), fill)
+            self._write(host.numpy(), fill, None if host_sample is None else host_sample.numpy())
 
-    def _write(self, rec: np.ndarray, fill: Callable[[np.ndarray], None]) -> None:
+    def _write(self, rec: np.ndarray, fill: Callable[[np.ndarray], None], sample: np.ndarray | None = None) -> None:
         fill(rec)
+        if sample is not None:
+            sample[0] = rec[0]
+            self.writer.append_sample(sample)
         self.writer.append(rec)
         self.writer.write()
         self.unsynced += 1
@@ -145,14 +155,16 @@ class Tracker:
     trackers count steps only, so their ``state_dict`` matches. ``autocast_dtype`` / ``grad_scaler``
     describe mixed-precision training for run.json and the verdicts (numeric/verdicts.py); with a
     GradScaler, call ``record_loss`` once per iteration and skipped steps are counted. ``fused=False``
-    forces the torch reductions instead of the numba loop (numeric/kernels.py).
+    forces the torch reductions instead of the numba loop (numeric/kernels.py). ``samples`` entries of
+    one parameter per tracked layer are recorded at every step into ``samples.bin`` (numeric/samples.py;
+    0 turns it off; a resumed log keeps the sample it was started with).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | os.PathLike,
                  symmetries: Sequence[Symmetry], meta: Mapping[str, Any] | None = None,
                  flush_every: int = 50, overwrite: bool = False, max_pending_bytes: int = 8 << 20, *,
                  autocast_dtype: torch.dtype | str | None = None, grad_scaler: Any = None,
-                 rank0_only: bool = True, fused: bool | None = None) -> None:
+                 rank0_only: bool = True, fused: bool | None = None, samples: int = DEFAULT_COUNT) -> None:
         model = unwrap_model(model)
         self.model, self.optimizer, self.run_dir = model, optimizer, run_dir
         self.symmetries = list(symmetries)
@@ -167,6 +179,10 @@ class Tracker:
         self.fused = kernels.HAVE_NUMBA if fused is None else bool(fused) and kernels.HAVE_NUMBA
         self.autocast_dtype = None if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")
         self.grad_scaler = grad_scaler
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise ValueError(f"samples must be a non-negative integer (entries per layer), got {samples!r}")
+        self.samples = samples
+        self._sampler: Sampler | None = None
         self._writer: RunWriter | None = None
         self._sink: _RecordSink | None = None
         self._resume_step: int | None = None
@@ -297,6 +313,14 @@ class Tracker:
             if why is not None:
                 w.abandon()
                 raise RunLogError(f"{self.run_dir}: cannot resume this log: {why}")
+            sm = w.meta.get("samples")
+            if sm:
+                try:
+                    check_entries(sm, {n: tuple(p.shape) for n, p in self._params.items()}, self.run_dir)
+                except RunLogError:
+                    w.abandon()
+                    raise
+                self._sampler = Sampler(sm["params"], self._params, self.device)
             self._build_plan(w.classes, w.layout)
             self._writer = w
             self._sink = _RecordSink(w, self.device, sync_every(w.record_size))
@@ -318,6 +342,10 @@ class Tracker:
                                    "recorded_by_rank": self.rank}
         meta.update(self.meta)
         meta["group_entries"] = [self._entries_of(s) for s in self.symmetries]
+        entries = choose_entries({n: tuple(p.shape) for n, p in self.model.named_parameters() if n in self._params},
+                                 self.samples)
+        meta["samples"] = samples_meta(entries)
+        self._sampler = Sampler(entries, self._params, self.device) if entries else None
         sources = sorted({self._delta_source(self._group_of[n]) for n in self._params})
         meta["tracker"] = {"delta_source": sources, "optimizer_class": type(self.optimizer).__name__,
                            "model_class": type(self.model).__name__, "torch": torch.__version__,
@@ -374,6 +402,8 @@ class Tracker:
                    if self._sources[n] == "update_rule"}
             self._snapshot = {n: self._params[n].detach().clone() for n, s in self._sources.items() if s == "snapshot"}
             self._sums.run("pre", optimizer, self._sources, self._had_grad, self._snapshot, gscale, lam)
+            if self._sampler is not None:
+                self._sampler.take()   # θ_n's sampled entries, beside record n
             self._rec[3] = self._sums.grad_sq(gscale)
             hp = np.asarray([v for c, ps in zip(self.classes, self._class_params)
                              for v in class_row(optimizer, c, ps)], dtype=np.float64)
@@ -403,7 +433,7 @@ class Tracker:
         self._snapshot = {}
         self._loss = float("nan")
         self.step += 1
-        self._sink.submit(self._rec, self._filler(info))
+        self._sink.submit(self._rec, self._filler(info), None if self._sampler is None else self._sampler.row)
 
     def _filler(self, info: _StepInfo) -> Callable[[np.ndarray], None]:
         gth, cpos = self._gather, self._class_pos
@@ -440,7 +470,11 @@ class Tracker:
             if self._loss_pending and self.grad_scaler is not None:
                 self.skipped_steps += 1  # the last iteration's step never ran
             extra = {"amp": {**w.meta.get("amp", {}), "skipped_steps": int(self.skipped_steps)}}
-        w.close(rec.cpu().numpy(), extra_meta=extra)
+        final_sample = None
+        if self._sampler is not None:
+            final_sample = self._sampler.take().cpu().numpy().copy()
+            final_sample[0] = float(self.step)
+        w.close(rec.cpu().numpy(), extra_meta=extra, final_sample=final_sample)
         self._detach()
 
     @property
