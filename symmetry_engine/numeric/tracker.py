@@ -35,6 +35,7 @@ from . import kernels
 from .classes import CLASS_COLUMNS, OptimizerClass, assign_classes, check_classes, class_row, rule_of
 from .layout import RecordLayout
 from .partial_sums import PartialSums
+from .record_sink import RecordSink as _RecordSink
 from .runlog import FORMAT, RunLogError, RunWriter
 from .samples import DEFAULT_COUNT, Sampler, check_entries, choose_entries, samples_meta
 from ..symmetry import Symmetry
@@ -77,58 +78,6 @@ def _rank() -> int:
     return d.get_rank() if d.is_available() and d.is_initialized() else 0
 
 
-class _RecordSink:
-    """Completed records → ``stats.bin``: written as each completes, fsynced every ``sync_every`` records."""
-
-    def __init__(self, writer: RunWriter, device: torch.device, sync_every: int) -> None:
-        self.writer, self.sync_every, self.unsynced = writer, max(1, sync_every), 0
-        self.cuda = device.type == "cuda"
-        self._host: torch.Tensor | None = None
-        self._host_sample: torch.Tensor | None = None
-        self._inflight: tuple[torch.Tensor, torch.Tensor | None, Any, Callable[[np.ndarray], None]] | None = None
-
-    def submit(self, rec: torch.Tensor, fill: Callable[[np.ndarray], None], sample: torch.Tensor | None = None) -> None:
-        """Queue a device record and its sample row (``sample[0]`` is set to the record's step);
-        ``fill`` completes the record's host-known fields (step, hyper-parameters)."""
-        if not self.cuda:
-            self._write(rec.numpy(), fill, None if sample is None else sample.numpy())
-            return
-        self.drain()  # the previous record's copy finished long ago (one step of GPU work was queued after it)
-        if self._host is None:
-            self._host = torch.empty(rec.shape, dtype=rec.dtype, pin_memory=True)
-        self._host.copy_(rec, non_blocking=True)
-        if sample is not None:
-            if self._host_sample is None:
-                self._host_sample = torch.empty(sample.shape, dtype=sample.dtype, pin_memory=True)
-            self._host_sample.copy_(sample, non_blocking=True)
-        ev = torch.cuda.Event()
-        ev.record()
-        self._inflight = (self._host, None if sample is None else self._host_sample, ev, fill)
-
-    def drain(self) -> None:
-        if self._inflight is not None:
-            host, host_sample, ev, fill = self._inflight
-            self._inflight = None
-            ev.synchronize()
-            self._write(host.numpy(), fill, None if host_sample is None else host_sample.numpy())
-
-    def _write(self, rec: np.ndarray, fill: Callable[[np.ndarray], None], sample: np.ndarray | None = None) -> None:
-        fill(rec)
-        if sample is not None:
-            sample[0] = rec[0]
-            self.writer.append_sample(sample)
-        self.writer.append(rec)
-        self.writer.write()
-        self.unsynced += 1
-        if self.unsynced >= self.sync_every:
-            self.sync()
-
-    def sync(self) -> None:
-        self.drain()
-        self.writer.flush()
-        self.unsynced = 0
-
-
 @dataclass
 class _StepInfo:
     """What the host knows about the step in flight (filled into its record when it reaches the host)."""
@@ -157,14 +106,19 @@ class Tracker:
     GradScaler, call ``record_loss`` once per iteration and skipped steps are counted. ``fused=False``
     forces the torch reductions instead of the numba loop (numeric/kernels.py). ``samples`` entries of
     one parameter per tracked layer are recorded at every step into ``samples.bin`` (numeric/samples.py;
-    0 turns it off; a resumed log keeps the sample it was started with).
+    0 turns it off; a resumed log keeps the sample it was started with). ``tensorboard`` names a directory
+    for live TensorBoard scalars (numeric/tensorboard.py): every ``tensorboard_every`` steps (default
+    ``flush_every``) the log so far is evaluated and its new steps written, the monitor's time kept under
+    ``tensorboard_budget`` (5%) of the wall time.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | os.PathLike,
                  symmetries: Sequence[Symmetry], meta: Mapping[str, Any] | None = None,
                  flush_every: int = 50, overwrite: bool = False, max_pending_bytes: int = 8 << 20, *,
                  autocast_dtype: torch.dtype | str | None = None, grad_scaler: Any = None,
-                 rank0_only: bool = True, fused: bool | None = None, samples: int = DEFAULT_COUNT) -> None:
+                 rank0_only: bool = True, fused: bool | None = None, samples: int = DEFAULT_COUNT,
+                 tensorboard: str | os.PathLike | None = None, tensorboard_every: int | None = None,
+                 tensorboard_budget: float = 0.05) -> None:
         model = unwrap_model(model)
         self.model, self.optimizer, self.run_dir = model, optimizer, run_dir
         self.symmetries = list(symmetries)
@@ -183,6 +137,13 @@ class Tracker:
             raise ValueError(f"samples must be a non-negative integer (entries per layer), got {samples!r}")
         self.samples = samples
         self._sampler: Sampler | None = None
+        self.monitor = None   # the live TensorBoard monitor, made when the log opens
+        self._tensorboard = None
+        if tensorboard is not None and self.active:
+            from .tensorboard import require_tensorboard
+
+            require_tensorboard()   # one-line ImportError with the install hint, before anything is written
+            self._tensorboard = (tensorboard, int(tensorboard_every or self.flush_every), float(tensorboard_budget))
         self._writer: RunWriter | None = None
         self._sink: _RecordSink | None = None
         self._resume_step: int | None = None
@@ -323,6 +284,7 @@ class Tracker:
                 self._sampler = Sampler(sm["params"], self._params, self.device)
             self._build_plan(w.classes, w.layout)
             self._writer = w
+            self._start_monitor()
             self._sink = _RecordSink(w, self.device, sync_every(w.record_size))
             return w
         classes, assignment = assign_classes(self.optimizer, self._params)
@@ -355,7 +317,15 @@ class Tracker:
                                  initial_state=self._initial_state(), flush_every=self.flush_every,
                                  overwrite=self.overwrite)
         self._sink = _RecordSink(self._writer, self.device, sync_every(layout.record_size))
+        self._start_monitor()
         return self._writer
+
+    def _start_monitor(self) -> None:
+        if self._tensorboard is not None and self.monitor is None:
+            from .tensorboard import LiveMonitor
+
+            d, every, budget = self._tensorboard
+            self.monitor = LiveMonitor(self.run_dir, d, every=every, budget=budget)
 
     def flush(self) -> None:
         """Write the record in flight and fsync the log."""
@@ -434,6 +404,9 @@ class Tracker:
         self._loss = float("nan")
         self.step += 1
         self._sink.submit(self._rec, self._filler(info), None if self._sampler is None else self._sampler.row)
+        if self.monitor is not None and self.step % self.monitor.every == 0:
+            self._sink.drain()   # the record in flight (CUDA) reaches the file first
+            self.monitor.update()
 
     def _filler(self, info: _StepInfo) -> Callable[[np.ndarray], None]:
         gth, cpos = self._gather, self._class_pos
@@ -476,6 +449,8 @@ class Tracker:
             final_sample[0] = float(self.step)
         w.close(rec.cpu().numpy(), extra_meta=extra, final_sample=final_sample)
         self._detach()
+        if self.monitor is not None:
+            self.monitor.close()
 
     @property
     def closed(self) -> bool:
@@ -495,6 +470,11 @@ class Tracker:
             if self._writer is not None:
                 self._writer.abandon()
             self._detach()
+            if self.monitor is not None:
+                try:
+                    self.monitor.close()   # what the log holds, up to its last row
+                except Exception:  # noqa: BLE001 - a failing monitor must not hide the failure being handled
+                    pass
 
     def _detach(self) -> None:
         for h in self._handles:
