@@ -332,6 +332,9 @@ def test_checkpoint_report_figures_are_on_checkpoint_steps(momentum_run, data, t
     lines = lines_by_gid(fig)
     assert list(lines["train|minibatch_loss|"].get_xdata()) == steps
     assert np.array_equal(lines["train|lr|"].get_xdata(), np.arange(60)) and lines["train|lr|"].get_ydata()[45] == 0.025
+    page = ev._repr_html_()   # Jupyter: the checkpoint evaluation says its errors are approximate
+    assert "approximate: estimated from checkpoints" in page and "approx max (approximate)" in page
+    assert f"{js['verdicts']['approximate']} approximate" in page
     md = write_report(ev, tmp_path / "rep").read_text()
     assert "approx max (approximate)" in md and "Checkpoints evaluated" in md and "trajectories.png" in md
     from analyses.report_doc import fmt_value
