@@ -240,7 +240,10 @@ def angular_figure(angular: Any) -> MplFigure | None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("angle turned per step (rad)")
-    ax.set_title(f"spherical motion (equilibrium reached after ~{a.relaxation_steps:.0f} steps)", fontsize=10)
+    T = a.angles.shape[0]
+    when = (f"equilibrium expected after ~{a.relaxation_steps:.0f} steps: this run ({T} steps) shows the approach"
+            if a.relaxation_steps > T else f"equilibrium expected after ~{a.relaxation_steps:.0f} of {T} steps")
+    ax.set_title(f"spherical motion ({when})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -233,7 +233,7 @@ def _fig5_caption(panels: Sequence[Any], has_law: bool) -> str:
             f"translucent line, one colour per group) with its predictions in the same colour — {law}; dotted: the "
             "paper's continuous law. Where the lines coincide the laws hold to plotting accuracy. Bottom: "
             "|measured − predicted| divided by the group's size, on a log scale, one line per group and prediction; "
-            "the horizontal dotted line is the dtype's unit round-off (residuals that are exactly 0 cannot be drawn on a log "
+            "the thin horizontal grey line is the dtype's unit round-off (residuals that are exactly 0 cannot be drawn on a log "
             "axis and are left out). A law at round-off is exact; the continuous "
             "law's residual grows with ηλ and the number of steps. Choose the layer with `--layer`.")
 
