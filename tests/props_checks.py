@@ -25,10 +25,19 @@ HESS_TOL = 1e-7   # |H xi + (d xi)^T g| / (|g| + |H xi| + |(d xi)^T g|)
 class Problem:
     """One float64 loss L(θ) of an architecture on a fixed batch (train mode, ε → 0)."""
 
-    def __init__(self, arch: RandomArch, batch: int = 8, seed: int = 0) -> None:
+    def __init__(self, arch: RandomArch, batch: int = 8, seed: int = 0, like_certify: bool = False) -> None:
         self.arch, self.model = arch, exact_copy(arch.model)
-        self.x = arch.example_inputs(batch, seed, torch.float64)
-        self.y = arch.targets(batch, seed, torch.float64)
+        if like_certify:  # the batch and targets graph/certify.py draws (seed, batch), rebuilt independently
+            self.x = torch.randn((batch, *arch.input_shape), generator=torch.Generator().manual_seed(seed),
+                                 dtype=torch.float64)
+            gen = torch.Generator().manual_seed(seed + 1)
+            with torch.no_grad():
+                out = self.model(self.x)
+            self.y = (torch.randint(0, out.shape[-1], (out.shape[0],), generator=gen) if arch.loss == "cross_entropy"
+                      else torch.randn(out.shape, generator=gen, dtype=out.dtype))
+        else:
+            self.x = arch.example_inputs(batch, seed, torch.float64)
+            self.y = arch.targets(batch, seed, torch.float64)
         self.names = [n for n, _ in self.model.named_parameters()]
         self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
