@@ -45,6 +45,8 @@ def _count(name: str, n: int) -> None:
 @example(spec=("wide", 102, "seq", ("adv_norm_axis1",), 1, 4))      # GroupNorm over axis 1 crashed analyze
 @example(spec=("wide", 0, "vec", ("adv_pool_feature",), 1, 4))      # pooling along the features: false rescales
 @example(spec=("wide", 3, "img", ("adv_pool3d", "depthwise"), 2, 2))  # MaxPool3d on 4-D: false rescales
+@example(spec=("conv", 29, "cnn", ("relu",), ("bn", "gn", "in"), False, False, 2))  # conv bias → avg pool → norm:
+@example(spec=("conv", 35, "cnn", ("relu",), ("bn", "gn", "in"), False, False, 2))  # translations through pooling
 def _sound_and_complete(spec) -> None:
     arch = build(spec)
     SEEN["sound"].add(spec)

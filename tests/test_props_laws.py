@@ -7,8 +7,8 @@ checked numerically by tests/props_checks.py so an excused false report cannot e
   of squared slice gradients nearly cancels) and the median order over all groups in [0.9, 1.1];
 * exact laws: short float64 runs with random SGD settings (momentum, dampening, Nesterov, weight decay,
   learning-rate schedules, parameter groups that make several member classes) tracked by the numeric back
-  end and evaluated by ``evaluate_run``: the exact law's relative error ≤ 1e-10 on every non-degenerate
-  group.
+  end and evaluated by ``evaluate_run``: the exact law's relative error (recorded breaking terms) ≤ 1e-10
+  and the law with the symmetry's constraint applied ≤ 1e-9 on every non-degenerate group (ε → 1e-300).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .props_strategies import build, examples, prop_settings, specs
 N_CONS, N_LAWS = 30, 25
 SEEN: dict[str, set] = {"conservation": set(), "laws": set()}
 ORDERS: list[float] = []
+LAW_ERRS: list[float] = []
 
 
 def _count(name: str, n: int) -> None:
@@ -149,7 +150,7 @@ def _exact_laws(spec, cfg, tmp_root) -> None:
         return
     from model_zoo.random_arch import exact_copy
 
-    model = exact_copy(arch.model, eps=1e-5)
+    model = exact_copy(arch.model)  # ε → 1e-300: the symmetries are exact, so the laws hold with Q = 0 too
     steps = 12
     opt, sched = _optimizer(model, cfg, steps)
     run = tmp_root / f"run{len(SEEN['laws'])}"
@@ -167,9 +168,14 @@ def _exact_laws(spec, cfg, tmp_root) -> None:
     ev = evaluate_run(run, checkpoints=False)
     errs = [g.err_exact for g in ev.groups if g.verdict != "degenerate" and math.isfinite(g.err_exact)]
     assert not errs or max(errs) <= 1e-10, (spec, cfg, max(errs))
+    # the law itself (constraint applied, no recorded breaking term) on the same groups
+    laws = [g.err_law for g in ev.groups if g.verdict != "degenerate" and math.isfinite(g.err_law)]
+    LAW_ERRS.extend(laws)
+    assert not laws or max(laws) <= 1e-9, (spec, cfg, max(laws))
     assert len(ev.groups) == len(syms)
 
 
 def test_exact_laws_hold_under_random_sgd_settings(tmp_path) -> None:
     _exact_laws(tmp_root=tmp_path)
     _count("laws", N_LAWS)
+    print(f"laws: {len(LAW_ERRS)} groups, largest err_law {max(LAW_ERRS, default=0.0):.1e}")
