@@ -61,8 +61,12 @@ class Problem:
 
     def hvp(self, v: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(g, H v) at the current parameters by double backward."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
         p = {k: t.clone().requires_grad_(True) for k, t in self.params().items()}
-        gs = torch.autograd.grad(self.functional_loss(p), list(p.values()), create_graph=True, allow_unused=True)
+        with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernels have no double backward
+            loss = self.functional_loss(p)
+        gs = torch.autograd.grad(loss, list(p.values()), create_graph=True, allow_unused=True)
         dot = sum((g * v[k]).sum() for k, g in zip(p, gs) if g is not None)
         hv = torch.autograd.grad(dot, list(p.values()), allow_unused=True) if torch.is_tensor(dot) and dot.requires_grad else [None] * len(p)
         g = {k: (x.detach() if x is not None else torch.zeros_like(p[k])) for k, x in zip(p, gs)}
