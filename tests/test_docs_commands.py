@@ -113,16 +113,16 @@ def check(argv: list[str], out: str, cwd: Path) -> None:
             data = json.loads(out)
             assert data["groups"] and data["summary"]
             assert data["source"] == ("checkpoints" if ckpt else "run")
-            if "--strict" in argv:
-                assert data["verdicts"]["broken"] == 0
+            if ckpt or "--strict" in argv:
+                assert data["verdicts"]["broken"] == 0, data["verdicts"]
         else:
-            assert "relative error" in out and re.search(r"^scale\s+\d+", out, re.M), out[:500]
+            assert "relative error" in out and re.search(r"^(scale|rescale)\s+\d+", out, re.M), out[:500]
             if ckpt:
                 assert re.match(r"checkpoints \S+: \d+ checkpoints, steps \d+\.\.\d+", out) and \
                     "approximate: estimated from checkpoints" in out, out[:500]
         if "--report" in argv:
             report = cwd / argv[argv.index("--report") + 1]
-            assert (report / "report.html").stat().st_size > 20_000
+            assert (report / "report.html").stat().st_size > 20_000 and (report / "report.md").stat().st_size > 1_000
             assert (report / "report.md").read_text().startswith("# Checkpoint evaluation" if ckpt else "# Run report")
     elif cmd in ("report", "demo"):
         m = re.search(r"^html report: (.+)$", out, re.M)
