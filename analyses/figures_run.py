@@ -85,7 +85,7 @@ def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, eval
             ax.set_title("test accuracy (eval.jsonl)", fontsize=10)
         else:
             x = np.asarray(lr_steps) if lr_steps is not None else steps[: len(lrs)]
-            ax.plot(x, lrs, color="C1", lw=1.3, gid="train|lr|", label=r"learning rate $\eta_n$")
+            ax.plot(x, lrs, color="C1", lw=1.3, drawstyle="steps-post", gid="train|lr|", label=r"learning rate $\eta_n$")
             ax.set_ylabel("η")
             lr = np.asarray(lrs, dtype=float)
             if lr.min() > 0 and lr.max() / lr.min() > 20:
