@@ -143,3 +143,23 @@ def test_cli_train_tensorboard_and_missing_package(tmp_path, capsys, monkeypatch
     monkeypatch.undo()
     assert main([*argv[:-4], "--out", str(tmp_path / "r4"), "--tensorboard", str(tmp_path / "tb4"), "--no-track"]) == 2
     assert "tensorboard needs the tracker" in capsys.readouterr().err
+
+
+def test_a_failing_update_warns_once_and_training_goes_on(tmp_path, monkeypatch):
+    from symmetry_engine.numeric import evaluate as evaluate_mod
+
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tr = nm.track(model, opt, tmp_path / "run", example_inputs=torch.randn(2, 3, 8, 8, dtype=torch.float64),
+                  tensorboard=tmp_path / "tb", tensorboard_every=2, tensorboard_budget=float("inf"))
+
+    def broken(*a, **k):
+        raise ValueError("synthetic failure\nover two lines")
+
+    monkeypatch.setattr(evaluate_mod, "evaluate_run", broken)
+    with pytest.warns(RuntimeWarning, match="live TensorBoard update skipped: ValueError: synthetic failure over two"):
+        _loop(model, opt, tr, 0, 6)
+    assert tr.monitor.errors == ["live TensorBoard update skipped: ValueError: synthetic failure over two lines"]
+    monkeypatch.undo()
+    tr.close()   # the last update works again and writes every step
+    assert sorted(read_back(tmp_path / "tb")["scale/0/quantity"]) == list(range(7))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -177,6 +178,7 @@ class LiveMonitor:
         self.scalars = 0           # scalars written so far
         self.updates = self.skipped = 0
         self.spent = 0.0
+        self.errors: list[str] = []   # distinct failures of updates (each warned once; training goes on)
         self._start = time.perf_counter()
 
     def update(self, final: bool = False) -> int:
@@ -195,6 +197,12 @@ class LiveMonitor:
             log = read_run(self.run_dir)
         except RunLogError:   # nothing comparable yet (a single record): the next update writes it
             ev = None
+        except Exception as exc:  # noqa: BLE001 - monitoring must never stop the training it watches
+            ev = None
+            msg = f"live TensorBoard update skipped: {type(exc).__name__}: {' '.join(str(exc).split())}"
+            if msg not in self.errors:
+                self.errors.append(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
         if ev is not None:
             steps = np.asarray(ev.steps)
             until = None if final else int(steps[-1]) - 1
