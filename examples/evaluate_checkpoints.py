@@ -46,8 +46,9 @@ def make_net(width: int = 8, classes: int = 10) -> nn.Module:
 
 
 def lr_at(step: int, lr: float, milestone: int, gamma: float) -> float:
-    """The learning rate of optimizer step ``step`` (what StepLR below applies): the schedule's function form."""
-    return lr * (gamma if step >= milestone else 1.0)
+    """The learning rate of optimizer step ``step``: StepLR's, ×gamma every ``milestone`` steps (the evaluation
+    compares it with the lr each checkpoint's optimizer state holds, and warns when they differ)."""
+    return lr * gamma ** (step // milestone)
 
 
 def train_untracked(out: Path, args: argparse.Namespace, data: TensorDataset) -> Path:

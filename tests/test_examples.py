@@ -71,6 +71,7 @@ def test_evaluate_checkpoints_saved_without_the_tracker(tmp_path):
     assert report["source"] == "checkpoints" and report["summary"]["translation"]["law"]["max"] < 1e-9
     assert report["estimation"]["replica_steps"] == 4 and len(report["estimation"]["checkpoints"]) == 5
     assert report["summary"]["scale"]["approx"]["max"] < 0.5 and "approximate: estimated from checkpoints" in out
+    assert not [w for w in report["warnings"] if "the flags give" in w], report["warnings"]   # the schedule is StepLR's
     md = (tmp_path / "ck" / "report" / "report.md").read_text()
     assert md.startswith("# Checkpoint evaluation") and "conservation.png" in md
 
