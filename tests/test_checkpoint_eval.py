@@ -340,3 +340,22 @@ def test_checkpoint_report_figures_are_on_checkpoint_steps(momentum_run, data, t
     from analyses.report_doc import fmt_value
 
     assert f"| scale | 24 | {fmt_value(js['summary']['scale']['approx']['max'])} |" in md
+
+
+def test_checkpoint_report_renders_in_chromium(momentum_run, data, tmp_path):
+    from analyses.report import write_report
+
+    from .chromium import HOW_TO_GET, check_page, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip(HOW_TO_GET)
+    ev = _evaluate(momentum_run / "checkpoints", data, momentum_run, batches=2, **MOMENTUM)
+    page = write_report(ev, tmp_path / "rep").with_suffix(".html")
+    seen = check_page(page, binary)
+    assert seen.console_errors == [] and seen.failed_requests == []
+    assert all(u.startswith(("file:", "data:")) for u in seen.requests), seen.requests
+    assert len(seen.images) == page.read_text().count("<img ") > 10
+    assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in seen.images)
+    assert "Scale and rescale: APPROXIMATE (estimated from checkpoints)" in seen.text
+    assert "Figure 1: noisy parameters, smooth quantities" in seen.text and len(seen.screenshot) > 50_000
