@@ -82,5 +82,10 @@ def test_analyze_huggingface(tmp_path):
     assert "symmetries: translation" in out and f"html report: {tmp_path / 'vit' / 'report.html'}" in out
     data = json.loads((tmp_path / "vit" / "report.json").read_text())
     counts = data["analysis"]["counts"]
-    assert counts["translation"] == 16 + 1 and counts["rescale"] > 0   # classifier columns + bias; MLP hidden units
+    # d = 16, one layer, MLP width 32, 16 patches + class token, RGB patches: classifier columns + bias (17), every
+    # key-bias entry (16, softmax over keys), and what the LayerNorms absorb on the residual stream's writers:
+    # o_proj bias + columns (17), fc2 bias + columns (33), patch conv bias + its 3 input columns (4), the class
+    # token (1), each position-embedding row (17)
+    assert counts["translation"] == 17 + 16 + 17 + 33 + 4 + 1 + 17 and counts["rescale"] > 0
+    assert counts["scale"] == 1   # the residual stream with all its writers
     assert any(r["layer"].endswith("mlp.fc1") and r["groups"]["rescale"] == 32 for r in data["layers"])
