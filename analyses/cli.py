@@ -175,9 +175,7 @@ def format_analysis(data: dict[str, Any]) -> str:
                        + ("" if m["axis"] is None else f"[ax{m['axis']}:{_idx(tuple(m['indices']))}]")
                        for m in syms[0]["members"])
         lines.append(f"{kind:<12} {layer:<32} {len(syms):>6}  {ex}")
-    for m in data.get("matrix_symmetries", []):
-        lines.append(f"{'gl':<12} {m['first_weight'] + ' → ' + m['second_weight']:<32} {1:>6}  "
-                     f"GL({m['hidden']}): W1 → M W1, W2 → W2 M⁻¹; {m['laws']} independent laws")
+    lines += format_matrix_lines(data.get("matrix_symmetries") or [])
     if data["unknown_ops"]:
         lines.append("unknown ops (blocking): " + ", ".join(data["unknown_ops"]))
     blocked = list(data.get("blocked", {}).items())
@@ -198,6 +196,20 @@ def format_analysis(data: dict[str, Any]) -> str:
             lines.append(f"  NOT certified: {c['key']} grad {c['grad_rel']:.1e} "
                          f"loss {c['loss_rel_single'] or c['loss_rel_joint']:.1e}")
     return "\n".join(lines)
+
+
+def format_matrix_lines(matrix: list[dict[str, Any]]) -> list[str]:
+    """One line per matrix symmetry (member form): group, layer, note, members acting by M and by M⁻ᵀ."""
+    from symmetry_engine.matrix_symmetry import GLSymmetry
+
+    lines = []
+    for raw in matrix:
+        s = GLSymmetry.from_json(raw)
+        group = f"GL({s.r})" if s.basis is None else f"subgroup of GL({s.r}), dim {len(s.basis)}"
+        side = lambda act: ", ".join(f"{m.param}[ax{m.axis}:{_idx(m.indices)}]" for m in s.members if m.act == act)  # noqa: E731
+        laws = f"; {raw['laws']} independent laws" if raw.get("laws") is not None else ""
+        lines.append(f"{'gl':<12} {s.layer:<32} {1:>6}  {group} {s.note}: M · {side('M')}; M⁻ᵀ · {side('M^-T')}{laws}")
+    return lines
 
 
 def _idx(indices: tuple[int, ...]) -> str:
