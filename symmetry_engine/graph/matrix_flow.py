@@ -404,15 +404,15 @@ class _Propagate:
         extra = [n for n in ins if n not in (q, k, v)]
         if extra:
             return self._blocked(ins, "attention mask carries labels")
-        if (q in ins) != (k in ins):
-            return self._blocked({n: ins[n] for n in (q, k) if n in ins}, "query or key without its partner")
+        if (q in ins) != (k in ins):                   # the logits change; the values may still be fine
+            self.block([ins[n] for n in (q, k) if n in ins], "query or key without its partner")
         fk = ins.get(k)
         fv = ins.get(v)
         hq = self.g.nodes[q]["shape"][-3] if len(self.g.nodes[q]["shape"]) >= 3 else None
         if _kw(d, "enable_gqa", 7, False) and hq is not None:
             fk = _repeat_heads(fk, hq) if fk is not None else None
             fv = _repeat_heads(fv, hq) if fv is not None else None
-        if q in ins:
+        if q in ins and k in ins:
             self.contraction(name, ins[q], fk.code, fk.row, fk.rope, {q: ins[q], k: ins[k]})
         return self.values(name, d, fv, {v: ins[v]}) if fv is not None else None
 
