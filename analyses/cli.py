@@ -135,7 +135,10 @@ def cached_analysis(args: argparse.Namespace, certify: bool, before_store: Calla
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    data = cached_analysis(args, certify=args.certify)
+    if getattr(args, "graph", None):
+        data = _analysis_with_graph(args)
+    else:
+        data = cached_analysis(args, certify=args.certify)
     if getattr(args, "count_laws", False):
         data = {**data, "law_count": _count_laws(data)}
     if args.json:
@@ -151,6 +154,35 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.certify and not data["certification"]["all_certified"]:
         return 1
     return 0
+
+
+def _analysis_with_graph(args: argparse.Namespace) -> dict[str, Any]:
+    """``--graph FILE``: a fresh analysis (the cache keeps no graph), its graph written as GraphML or
+    node-link JSON, and a drawing beside it (same stem, .svg and .png)."""
+    from pathlib import Path
+
+    from symmetry_engine.graph.export import GRAPH_SUFFIXES
+
+    target = Path(args.graph)
+    if target.suffix.lower() not in GRAPH_SUFFIXES:
+        raise CliError(f"--graph file must end in .graphml or .json, got {target.name!r}")
+    if not target.parent.is_dir():
+        raise CliError(f"--graph: directory {str(target.parent)!r} does not exist")
+    from analyses.graph_figure import draw_graph
+    from symmetry_engine.graph.analysis import analyze
+    from symmetry_engine.graph.export import write_graph
+
+    model, _, example = load_model(args)
+    result = analyze(model, example, loss=args.loss, certify_symmetries=args.certify,
+                     batch_size=args.certify_batch, samples=args.certify_samples)
+    g = write_graph(result, target)
+    drawings = draw_graph(g, target, title=f"{args.model}: {g.number_of_nodes()} nodes, "
+                                           f"{len(result.matrix_symmetries)} matrix groups")
+    print(f"graph: {target} ({g.number_of_nodes()} nodes, {g.number_of_edges()} edges); drawing: "
+          + ", ".join(map(str, drawings)), file=sys.stderr)
+    data = result.to_json()
+    data["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}
+    return data
 
 
 def _count_laws(data: dict[str, Any]) -> dict[str, Any]:
@@ -320,6 +352,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     p.add_argument("--count-laws", action="store_true",
                    help="also count the independent conservation laws (Jacobian rank at a random point)")
+    p.add_argument("--graph", metavar="FILE", default=None,
+                   help="write the analysed graph (FILE.graphml or FILE.json, node-link) with each node's op, "
+                        "shape, feature axis and groups, and a drawing beside it (.svg, .png) (default: none)")
     add_threads_argument(p)
     p.set_defaults(func=cmd_analyze)
 
