@@ -40,7 +40,9 @@ def export_graph(analysis: Any) -> nx.DiGraph:
         gid = f"gl:{i}"
         matrix_info[gid] = {"note": s.note, "layer": s.layer, "r": s.r, "subgroup": s.basis is not None}
         for m in s.members:
-            member_groups.setdefault(m.param, []).append(gid)
+            ids = member_groups.setdefault(m.param, [])
+            if gid not in ids:                     # a parameter can hold several members of one group
+                ids.append(gid)
     families: dict[str, int] = {}
     for s in analysis.symmetries:
         fid = f"{s.kind}:{s.layer}"
