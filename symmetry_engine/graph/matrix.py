@@ -66,13 +66,15 @@ def _position_pairs(rope: frozenset, position: dict[int, int]) -> list[tuple[int
 
 
 def _layer(params: Iterable[str]) -> str:
-    parts = [p.split(".")[:-1] for p in params]
+    """The modules' common prefix (``m.layers.0.self_attn``), or the modules joined by + (``q+k``)."""
+    mods = list(dict.fromkeys(p.rsplit(".", 1)[0] if "." in p else p for p in params))
+    parts = [m.split(".") for m in mods]
     common = []
     for xs in zip(*parts):
         if len(set(xs)) != 1:
             break
         common.append(xs[0])
-    return ".".join(common)
+    return ".".join(common) if common else "+".join(mods)
 
 
 class _Build:

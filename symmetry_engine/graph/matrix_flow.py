@@ -361,7 +361,8 @@ class _Propagate:
         plist = p.tolist()
         if not (pair_symmetric(self.g, fa.scaled, plist) and pair_symmetric(self.g, fb.scaled, plist)):
             return None
-        pairs = {tuple(sorted((int(la[r, j]), int(la[r, plist[j]])))) for r in range(la.shape[0]) for j in range(n)}
+        uniq = torch.unique(la, dim=0).tolist()
+        pairs = {tuple(sorted((r[j], r[plist[j]]))) for r in uniq for j in range(n)}
         return Flow(fa.code, fa.row, fa.pv or fb.pv, fa.rope | fb.rope | frozenset(pairs))
 
     # -- endpoints -----------------------------------------------------------------------------------
@@ -498,11 +499,23 @@ def _fibers(f: Flow, axis: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]
     code, row = code[live], row[live]
     if not (code == code[:1]).all():
         return None
-    # canonical split by row: each position -> first position of the same row in its fiber
-    eq = (row.unsqueeze(2) == row.unsqueeze(1)) & (code >= 0).unsqueeze(2) & (code >= 0).unsqueeze(1)
-    rep = eq.float().argmax(2)
-    if not (rep == rep[:1]).all():
+    # split fiber 0's labeled positions by producer vector (row), then check every fiber splits the same way:
+    # same row wherever fiber 0 has the same row, different rows wherever fiber 0's differ
+    live0 = (code[0] >= 0).nonzero().flatten()
+    _, inv = torch.unique(row[0, live0], return_inverse=True)
+    rep0_of_group: dict[int, int] = {}
+    for pos, gi in zip(live0.tolist(), inv.tolist()):
+        rep0_of_group.setdefault(gi, pos)
+    reps = torch.tensor([rep0_of_group[gi] for gi in inv.tolist()], dtype=torch.int64)
+    if not (row[:, live0] == row[:, reps]).all():
         return None
+    heads = sorted(rep0_of_group.values())
+    hr = row[:, heads]
+    if len(heads) > 1 and ((hr.unsqueeze(2) == hr.unsqueeze(1)).sum((1, 2)) != len(heads)).any():
+        return None
+    rep = torch.full((code.shape[1],), -1, dtype=torch.int64)
+    rep[live0] = reps
+    rep = rep.unsqueeze(0)
     rep0, lab = rep[0].tolist(), (code[0] >> 1).tolist()
     by_rep: dict[int, list[int]] = {}
     for pos, r in enumerate(rep0):
