@@ -23,6 +23,7 @@ Rules (fail closed: anything else *blocks* every label it carries, and the reaso
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,8 +60,11 @@ class Flow:
     scaled: str | None = None                         # times this unlabeled tensor (half of a rotary)
 
     def labels(self) -> np.ndarray:
-        c = self.code[self.code >= 0]
-        return np.unique((c >> 1).numpy()) if c.numel() else np.zeros(0, dtype=np.int64)
+        """The labels present (a bincount: −1 >> 1 = −1 lands in bin 0)."""
+        if self.code.numel() == 0:
+            return np.zeros(0, dtype=np.int64)
+        counts = torch.bincount((self.code.reshape(-1) >> 1) + 1)
+        return (counts[1:].nonzero().flatten()).numpy()
 
 
 @dataclass(frozen=True)
@@ -106,10 +110,10 @@ class FlowResult:
     reasons: dict[str, int] = field(default_factory=dict)
 
     def source_of(self, label: int) -> Source:
-        for s in self.sources:
-            if s.first <= label < s.first + s.size:
-                return s
-        raise KeyError(label)
+        i = bisect.bisect_right([s.first for s in self.sources], label) - 1   # sources are in label order
+        if i < 0 or label >= self.sources[i].first + self.sources[i].size:
+            raise KeyError(label)
+        return self.sources[i]
 
 
 def _single_use_param(g: nx.DiGraph, a: Any) -> str | None:
