@@ -176,7 +176,8 @@ class _Propagate:
         if t in CONV_OPS and self._conv_plain(d):
             w = _single_use_param(self.g, arg(args, 1))
             return self._src(w, 0, arg(args, 2), 1)
-        if t == "aten.embedding":
+        if t == "aten.embedding" and arg(args, 2, -1) in (-1, None) and not arg(args, 3, False):
+            # a padding row (its gradient forced to 0) or frequency-scaled gradients are not the loss's gradient
             w = _single_use_param(self.g, arg(args, 0))
             return self._src(w, 1, None, -1)
         return None
@@ -273,8 +274,9 @@ class _Propagate:
     # -- transparent ops -----------------------------------------------------------------------------
     def move(self, name: str, d: dict, ins: dict[str, Flow]) -> Any:
         t = d["target"]
-        if t not in LIST_OPS and set(ins) != {tensor_arg(arg(d["args"], 0))}:
-            return self._blocked(ins, f"{t} with a labeled index/size tensor")
+        tensor_args = [tensor_arg(a) for a in d["args"][1:] if tensor_arg(a) is not None]
+        if t not in LIST_OPS and (set(ins) != {tensor_arg(arg(d["args"], 0))} or tensor_args):
+            return self._blocked(ins, f"{t} with a tensor index/size/repeats argument")
         op = getattr(torch.ops.aten, t.split(".", 1)[1])
         outs = []
         for part in ("code", "row"):
