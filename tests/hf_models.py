@@ -2,7 +2,8 @@
 
 Why here: the matrix-symmetry tests need BERT, GPT-2 (tied embeddings), Llama (grouped-query heads,
 rotary embeddings) and ViT with their real attention code; a few hundred parameters each keep the
-tests at seconds.  Each builder returns (model, example input, expected layout) where the layout lists
+tests at seconds.  ``attn`` picks Hugging Face's attention code: "sdpa" (scaled_dot_product_attention) or
+"eager" (matmul, mask, softmax, dropout, matmul written out).  Each builder returns (model, example input, expected layout) where the layout lists
 what the analyzer must find per layer.
 """
 
@@ -41,42 +42,42 @@ def tokens(seed: int = 0, batch: int = 2) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, SEQ), generator=torch.Generator().manual_seed(seed))
 
 
-def bert() -> tuple[nn.Module, torch.Tensor, Layout]:
+def bert(attn: str = "sdpa") -> tuple[nn.Module, torch.Tensor, Layout]:
     from transformers import BertConfig, BertForSequenceClassification
 
     cfg = BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=2,
-                     intermediate_size=24, max_position_embeddings=16, num_labels=3)
+                     intermediate_size=24, max_position_embeddings=16, num_labels=3, attn_implementation=attn)
     return Logits(BertForSequenceClassification(cfg)), tokens(), Layout(
         2, 2, 8, False, ("attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
                          "attention.output.dense.weight"), "m.bert.encoder.layer.{i}.")
 
 
-def gpt2() -> tuple[nn.Module, torch.Tensor, Layout]:
+def gpt2(attn: str = "sdpa") -> tuple[nn.Module, torch.Tensor, Layout]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=2, n_positions=16,
-                     tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+                     tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, attn_implementation=attn)
     return Logits(GPT2LMHeadModel(cfg)), tokens(1), Layout(
         2, 2, 8, False, ("attn.c_attn.weight", "attn.c_attn.weight", "attn.c_attn.weight", "attn.c_proj.weight"),
         "m.transformer.h.{i}.")
 
 
-def llama() -> tuple[nn.Module, torch.Tensor, Layout]:
+def llama(attn: str = "sdpa") -> tuple[nn.Module, torch.Tensor, Layout]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=24, num_hidden_layers=LAYERS,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
-                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                      bos_token_id=0, eos_token_id=0, pad_token_id=0, attn_implementation=attn)
     return Logits(LlamaForCausalLM(cfg)), tokens(2), Layout(
         4, 2, 4, True, ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                         "self_attn.o_proj.weight"), "m.model.layers.{i}.")
 
 
-def vit() -> tuple[nn.Module, torch.Tensor, Layout]:
+def vit(attn: str = "sdpa") -> tuple[nn.Module, torch.Tensor, Layout]:
     from transformers import ViTConfig, ViTForImageClassification
 
     cfg = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                    num_attention_heads=2, intermediate_size=24, num_labels=3)
+                    num_attention_heads=2, intermediate_size=24, num_labels=3, attn_implementation=attn)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     model = ViTForImageClassification(cfg)
     names = {n for n, _ in model.named_parameters()}

@@ -45,10 +45,12 @@ def expected(name: str, layout, i: int) -> set:
     return want
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_every_head_family_found_and_certified(name: str) -> None:
+def test_every_head_family_found_and_certified(name: str, attn: str) -> None:
     torch.manual_seed(0)
-    model, x, layout = BUILDERS[name]()
+    model, x, layout = BUILDERS[name](attn)
+    assert model.m.config._attn_implementation == attn
     result = analyze(model, x)
     # the matrix certificate (the diagonal one's integer-token inputs are another engineer's part)
     certs = certify_matrix(model, x, result.matrix_symmetries)
