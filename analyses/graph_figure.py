@@ -18,12 +18,20 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
            "#469990", "#808000", "#000075", "#bfef45", "#fabed4", "#ffd8b1", "#dcbeff", "#aaffc3", "#a9a9a9"]
 DIAGONAL = "#c9d6ea"
 BAND = 32
+MAX_INDIVIDUAL = 12
+
+
+def _kind(info: dict) -> str:
+    note = info["note"]
+    kind = "query/key" if "query/key" in note else "value/output" if "value/output" in note else \
+        note.split(" (")[0]
+    return kind + (" (rotary subgroup)" if info["subgroup"] else "")
 
 
 def _label(d: dict) -> str:
     if d["kind"] == "param":
         parts = d["param"].split(".")
-        return ".".join(parts[-3:]) if len(parts) > 3 else d["param"]
+        return ".".join(parts[-2:]) if len(parts) > 2 else d["param"]
     if d["kind"] in ("input", "loss"):
         return d["kind"] if d["kind"] == "input" else d["op"].replace("loss.", "loss: ")
     return d["op"].replace("aten.", "").replace("scaled_dot_product_attention", "sdpa")
@@ -67,7 +75,11 @@ def draw_graph(g: nx.DiGraph, path: str | Path, title: str = "") -> list[Path]:
                 pos[n] = (c - band, offset - (i - (len(nodes) - 1) / 2))
         offset -= height + 2.5
     groups = json.loads(g.graph.get("matrix_groups", "{}"))
-    colour = {gid: PALETTE[i % len(PALETTE)] for i, gid in enumerate(groups)}
+    # few groups: one colour each; many (a transformer's heads): one colour per kind of group
+    per_group = len(groups) <= MAX_INDIVIDUAL
+    kinds = {gid: _kind(info) for gid, info in groups.items()}
+    kind_colour = {k: PALETTE[i] for i, k in enumerate(dict.fromkeys(sorted(kinds.values())))}
+    colour = {gid: (PALETTE[i % len(PALETTE)] if per_group else kind_colour[kinds[gid]]) for i, gid in enumerate(groups)}
     width, depth = min(ncols, BAND), -offset
     fig, ax = plt.subplots(figsize=(max(8.0, 0.85 * width + 5), min(max(5.0, 0.5 * depth + 1.5), 80.0)))
     for u, v in h.edges():
@@ -81,20 +93,33 @@ def draw_graph(g: nx.DiGraph, path: str | Path, title: str = "") -> list[Path]:
         x, y = pos[n]
         marker = "s" if d["kind"] == "param" else ("D" if d["kind"] in ("input", "loss") else "o")
         ax.scatter([x], [y], s=170, marker=marker, c=face, edgecolors="#333333", linewidths=0.8, zorder=3)
-        for k, extra in enumerate(gl[1:4]):       # further matrix groups as rings
-            ax.scatter([x], [y], s=260 + 120 * k, marker=marker, facecolors="none", edgecolors=colour[extra],
+        rings = list(dict.fromkeys(colour[x] for x in gl[1:] if colour[x] != face))[:3]
+        for k, ring in enumerate(rings):          # groups of other colours as rings
+            ax.scatter([x], [y], s=260 + 120 * k, marker=marker, facecolors="none", edgecolors=ring,
                        linewidths=1.6, zorder=2)
-        ax.annotate(_label(d), (x, y), xytext=(0, -11), textcoords="offset points", ha="center", va="top",
-                    fontsize=6.5, zorder=4)
-    handles = [Line2D([], [], marker="o", ls="", markerfacecolor=colour[gid], markeredgecolor="#333333",
-                      label=f"{gid}  {'.'.join(info['layer'].split('.')[-3:])}: {info['note'].replace(' (rotary: commutant of the rotations)', ', rotary')}" + (" [subgroup]" if info["subgroup"] else f" GL({info['r']})"))
-               for gid, info in list(groups.items())[:24]]
+        text = _label(d) + (f" ×{len(gl)}" if len(gl) > 1 else "")
+        above = d["kind"] == "param"                # parameter names above, op names below: fewer collisions
+        ax.annotate(text, (x, y), xytext=(0, 9 if above else -11), textcoords="offset points", ha="center",
+                    va="bottom" if above else "top", fontsize=6.5, zorder=4)
+    if per_group:
+        handles = [Line2D([], [], marker="o", ls="", markerfacecolor=colour[gid], markeredgecolor="#333333",
+                          label=f"{gid}  {'.'.join(info['layer'].split('.')[-3:])}: "
+                                f"{info['note'].replace(' (rotary: commutant of the rotations)', ', rotary')}"
+                                + (" [subgroup]" if info["subgroup"] else f" GL({info['r']})"))
+                   for gid, info in groups.items()]
+    else:
+        counts: dict[str, int] = {}
+        for k in kinds.values():
+            counts[k] = counts.get(k, 0) + 1
+        handles = [Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="#333333",
+                          label=f"{k}: {counts[k]} groups") for k, c in kind_colour.items()]
     handles.append(Line2D([], [], marker="o", ls="", markerfacecolor=DIAGONAL, markeredgecolor="#333333",
                           label="scale / rescale / translation families only"))
     handles.append(Line2D([], [], marker="s", ls="", markerfacecolor="white", markeredgecolor="#333333",
                           label="square: parameter   circle: op   diamond: input / loss"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
-              title=f"{len(groups)} matrix groups" + (" (first 24)" if len(groups) > 24 else ""), title_fontsize=8)
+              title=f"{len(groups)} matrix groups" + ("" if per_group else " (colour = kind; ×n = groups on a node)"),
+              title_fontsize=8)
     ax.set_title(title or "analysed computation graph", fontsize=10)
     ax.axis("off")
     ax.margins(0.04)
