@@ -233,3 +233,57 @@ def test_conv_pair_near_misses() -> None:
     x = torch.randn(2, 3, 6, 6)
     assert found(ConvPair(mid=nn.ReLU()), x) == []
     assert found(ConvPair(groups=2), x) == []       # a grouped consumer sees only part of the channels
+
+
+class EinsumHeads(nn.Module):
+    """MaxViT-style attention written with einsum (batch, group, head letters), packed qkv by chunk."""
+
+    def __init__(self, E: int = 8, H: int = 2, values_first: bool = False) -> None:
+        super().__init__()
+        self.qkv, self.o, self.H, self.values_first = nn.Linear(E, 3 * E), nn.Linear(E, E), H, values_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, S, E = x.shape
+        q, k, v = (t.reshape(B, S, self.H, E // self.H).permute(0, 2, 1, 3) for t in self.qkv(x).chunk(3, -1))
+        p = torch.softmax(torch.einsum("b h i d, b h j d -> b h i j", q, k * 0.5), -1)
+        a = torch.einsum("bhjd,bhij->bhid", v, p) if self.values_first else torch.einsum("bhij,bhjd->bhid", p, v)
+        return self.o(a.permute(0, 2, 1, 3).reshape(B, S, E)).mean(1)
+
+
+@pytest.mark.parametrize("values_first", [False, True])
+def test_einsum_attention(values_first: bool) -> None:
+    torch.manual_seed(7)
+    model, x = EinsumHeads(values_first=values_first), x_seq(7)
+    syms = found(model, x)
+    want = attention_heads(("qkv.weight", 0), ("qkv.weight", 8), ("qkv.weight", 16), "o.weight", 2, 4,
+                           q_bias=("qkv.bias", 0), k_bias=("qkv.bias", 8), v_bias=("qkv.bias", 16))
+    assert signature(syms) == signature(want)
+    assert certified(model, x, syms) < 1e-10
+
+
+class BaddbmmHeads(nn.Module):
+    """Bloom-style logits: baddbmm(bias, q, kᵀ, beta=1, alpha=1/√d) with an additive position bias."""
+
+    def __init__(self, E: int = 8, H: int = 2) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(E, E) for _ in range(4))
+        self.H = H
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, S, E = x.shape
+        d = E // self.H
+        q, k, v = (f(x).view(B, S, self.H, d).transpose(1, 2).reshape(B * self.H, S, d) for f in (self.q, self.k, self.v))
+        bias = torch.arange(S, dtype=x.dtype).expand(B * self.H, S, S)
+        p = torch.softmax(torch.baddbmm(bias, q, k.transpose(1, 2), beta=1.0, alpha=d ** -0.5), -1)
+        a = torch.bmm(p, v).view(B, self.H, S, d).transpose(1, 2).reshape(B, S, E)
+        return self.o(a).mean(1)
+
+
+def test_baddbmm_attention() -> None:
+    torch.manual_seed(8)
+    model, x = BaddbmmHeads(), x_seq(8)
+    syms = found(model, x)
+    want = attention_heads(("q.weight", 0), ("k.weight", 0), ("v.weight", 0), "o.weight", 2, 4,
+                           q_bias=("q.bias", 0), k_bias=("k.bias", 0), v_bias=("v.bias", 0))
+    assert signature(syms) == signature(want)
+    assert certified(model, x, syms) < 1e-10

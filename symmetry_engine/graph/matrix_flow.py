@@ -254,6 +254,12 @@ class _Propagate:
             return self.affine(name, d, ins)
         if t == "aten.scaled_dot_product_attention":
             return self.sdpa(name, d, ins)
+        if t == "aten.einsum":
+            return self.einsum(name, d, ins)
+        if t == "aten.baddbmm":                        # β·input + α·A@B: an unlabeled input adds to the logits
+            if tensor_arg(arg(args, 0)) in ins or _kw(d, "alpha", 4, 1) == 0:
+                return self._blocked(ins, "baddbmm with labeled input or alpha 0")
+            return self.matmul(name, d, ins, first=1)
         if t in IDENTITY_OPS and set(ins) == {data}:
             return ins[data]
         if t in CAST_OPS and set(ins) == {data}:
@@ -393,8 +399,8 @@ class _Propagate:
         self.res.consumers.append(ConsumerUse(name, w, in_axis, groups, ins[x].pv, ins[x].rope))
         return None
 
-    def matmul(self, name: str, d: dict, ins: dict[str, Flow]) -> Any:
-        a, b = tensor_arg(arg(d["args"], 0)), tensor_arg(arg(d["args"], 1))
+    def matmul(self, name: str, d: dict, ins: dict[str, Flow], first: int = 0) -> Any:
+        a, b = tensor_arg(arg(d["args"], first)), tensor_arg(arg(d["args"], first + 1))
         sa, sb = self.g.nodes[a]["shape"], self.g.nodes[b]["shape"]
         if sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
             return self._blocked(ins, f"{d['target']} of vectors")
@@ -447,6 +453,53 @@ class _Propagate:
                         pairs.add((tuple(v >> 1 for v in x if v >= 0), tuple(v >> 1 for v in y if v >= 0)))
         self.res.qk.append(QKUse(name, sorted(pairs), fa.rope | rope_b))
         return None
+
+    def einsum(self, name: str, d: dict, ins: dict[str, Flow]) -> Flow | None:
+        """Two-operand einsum with one summed letter, read as a query/key contraction (both operands
+        labeled) or probabilities × values (one labeled operand with one free letter)."""
+        eq, ops = arg(d["args"], 0), arg(d["args"], 1)
+        if not isinstance(eq, str) or not isinstance(ops, (list, tuple)) or len(ops) != 2 or "." in eq:
+            return self._blocked(ins, "einsum form not modelled")
+        lhs, out = eq.replace(" ", "").split("->") if "->" in eq else (None, None)
+        if lhs is None or lhs.count(",") != 1:
+            return self._blocked(ins, "einsum form not modelled")
+        la, lb = lhs.split(",")
+        names = [tensor_arg(o) for o in ops]
+        shapes = [self.g.nodes[n]["shape"] if n else None for n in names]
+        summed = [c for c in la if c in lb and c not in out]
+        batch = [c for c in la if c in lb and c in out]
+        fa, fb = [c for c in la if c not in lb], [c for c in lb if c not in la]
+        simple = all(len(set(x)) == len(x) for x in (la, lb, out)) and set(out) == set(batch + fa + fb)
+        if not simple or len(summed) != 1 or None in shapes or not all(c in out for c in fa + fb):
+            return self._blocked(ins, "einsum form not modelled")
+        c = summed[0]
+
+        def canon(flow: Flow, letters: str, order: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+            perm = [letters.index(x) for x in order]
+            return flow.code.permute(perm), flow.row.permute(perm)
+
+        sa, sb = (dict(zip(la, shapes[0])), dict(zip(lb, shapes[1])))
+        if names[0] in ins and names[1] in ins:         # query/key: both contracted along c
+            ca, ra = canon(ins[names[0]], la, batch + fa + [c])
+            cb, rb = canon(ins[names[1]], lb, batch + fb + [c])
+            nb = len(batch)
+            ca, ra = ca.reshape(*ca.shape[:nb], -1, ca.shape[-1]), ra.reshape(*ra.shape[:nb], -1, ra.shape[-1])
+            cb, rb = cb.reshape(*cb.shape[:nb], -1, cb.shape[-1]), rb.reshape(*rb.shape[:nb], -1, rb.shape[-1])
+            return self.contraction(name, Flow(ca, ra, rope=ins[names[0]].rope), cb, rb, ins[names[1]].rope, ins)
+        (lab_name,) = [n for n in names if n in ins]
+        letters, free, other_free = (la, fa, fb) if lab_name == names[0] else (lb, fb, fa)
+        if len(free) != 1:
+            return self._blocked(ins, "einsum: labeled operand with several free letters")
+        code, row = canon(ins[lab_name], letters, batch + [c] + free)
+        size = {**sa, **sb}
+        shape = [size[x] for x in batch] + [int(np.prod([size[x] for x in other_free], dtype=np.int64))] + [size[free[0]]]
+        f = self.values(name, {"shape": tuple(shape)}, Flow(code, row, ins[lab_name].pv, ins[lab_name].rope), ins)
+        if f is None:
+            return None
+        full = [size[x] for x in batch + other_free + free]
+        order = [(batch + other_free + free).index(x) for x in out]
+        return Flow(f.code.reshape(full).permute(order).contiguous(), f.row.reshape(full).permute(order).contiguous(),
+                    True, f.rope)
 
     def values(self, name: str, d: dict, fv: Flow, ins: dict[str, Flow]) -> Flow | None:
         """P [..., i, j] · V [..., j, c]: every key row j must carry the same labels; new row per output."""
