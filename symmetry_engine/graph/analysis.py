@@ -57,7 +57,8 @@ class Analysis:
             out["certification"] = {
                 "all_certified": self.all_certified,
                 "tolerances": {"loss_rel": LOSS_TOL, "grad_rel": GRAD_TOL},
-                "method": "float64 copy, normalizer eps -> 1e-300; random alpha in [0.5, 2]",
+                "method": "float64 copy, normalizer eps -> 1e-300; random alpha in [0.5, 2]; matrix groups: one "
+                          "random group element (GL: U diag(s) V^T, s in [0.5, 2]; subgroups: expm over the basis)",
                 "results": [c.to_json() for c in self.certificates],
             }
         return out

@@ -216,14 +216,22 @@ class _Propagate:
 
     # -- the walk ------------------------------------------------------------------------------------
     def run(self) -> FlowResult:
+        remaining = {n: self.g.out_degree(n) for n in self.g}    # label tensors are freed after their last user
         for name in nx.topological_sort(self.g):
-            d = self.g.nodes[name]
-            if d["kind"] in ("loss", "output"):
-                for p in self.g.predecessors(name):
-                    self.block(self.flows.get(p), "reaches the model output")
-                continue
-            if d["kind"] != "op":
-                continue
+            self.visit(name)
+            for p in self.g.predecessors(name):
+                remaining[p] -= 1
+                if remaining[p] == 0:
+                    self.flows.pop(p, None)
+        return self.res
+
+    def visit(self, name: str) -> None:
+        d = self.g.nodes[name]
+        if d["kind"] in ("loss", "output"):
+            for p in self.g.predecessors(name):
+                self.block(self.flows.get(p), "reaches the model output")
+            return
+        if d["kind"] == "op":
             ins = {p: self.flows[p] for p in self.g.predecessors(name) if p in self.flows}
             if ins:
                 try:
@@ -236,7 +244,6 @@ class _Propagate:
             spec = self.source(name, d)
             if spec is not None and name not in self.flows:
                 self.start(name, d, spec)
-        return self.res
 
     def step(self, name: str, d: dict, ins: dict[str, Any]) -> Any:
         t, args = d["target"], d["args"]
