@@ -287,3 +287,42 @@ def test_baddbmm_attention() -> None:
                            q_bias=("q.bias", 0), k_bias=("k.bias", 0), v_bias=("v.bias", 0))
     assert signature(syms) == signature(want)
     assert certified(model, x, syms) < 1e-10
+
+
+class RotaryVariants(nn.Module):
+    """Single-head q/k/v/o with rotary embeddings in GPT-J's interleaved layout (pairs (2p, 2p+1), tables by
+    repeat_interleave) or on part of the head only (GPT-NeoX's rotary_pct: dims 0..3 of 6 rotated)."""
+
+    def __init__(self, layout: str, d: int = 6, E: int = 8) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = nn.Linear(E, d), nn.Linear(E, d), nn.Linear(E, d), nn.Linear(d, E)
+        self.layout, self.d = layout, d
+
+    def rope(self, t: torch.Tensor) -> torch.Tensor:
+        S = t.shape[1]
+        n = self.d if self.layout == "interleaved" else 4
+        f = torch.arange(S, dtype=t.dtype)[:, None] * (1.0 / 10 ** (torch.arange(0, n, 2, dtype=t.dtype) / n))[None]
+        if self.layout == "interleaved":
+            cos, sin = f.cos().repeat_interleave(2, -1), f.sin().repeat_interleave(2, -1)
+            rot = torch.stack((-t[..., 1::2], t[..., ::2]), -1).flatten(-2)
+            return t * cos + rot * sin
+        emb = torch.cat((f, f), -1)
+        head, rest = t[..., :n], t[..., n:]
+        return torch.cat((head * emb.cos() + rotate_half(head) * emb.sin(), rest), -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k = self.rope(self.q(x)), self.rope(self.k(x))
+        return self.o(torch.softmax(q @ k.transpose(-1, -2), -1) @ self.v(x)).mean(1)
+
+
+@pytest.mark.parametrize("layout, pairs, free", [("interleaved", [(0, 1), (2, 3), (4, 5)], []),
+                                                 ("partial", [(0, 2), (1, 3)], [4, 5])])
+def test_rotary_layouts(layout: str, pairs: list, free: list) -> None:
+    torch.manual_seed(9)
+    model, x = RotaryVariants(layout), x_seq(9)
+    syms = found(model, x)
+    (qk,) = [s for s in syms if "query" in s.note]
+    assert qk.basis == tuple(tuple(tuple(r) for r in b) for b in rotation_commutant_basis(6, pairs))
+    assert len(qk.basis) == 2 * len(pairs) + len(free) ** 2
+    assert certified(model, x, syms) < 1e-10
+    assert loss_change(model, x, GLSymmetry(6, qk.members)) > 1e-6       # full GL(6) is not a symmetry
