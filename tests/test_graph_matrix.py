@@ -177,3 +177,19 @@ def test_graph_module_does_not_import_sympy() -> None:
     code = "import sys, symmetry_engine.graph.matrix, symmetry_engine.graph.matrix_certify; assert 'sympy' not in sys.modules"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_cast_to_integers_blocks() -> None:
+    """A round trip through int64 is not linear: no group; a float64 round trip is transparent."""
+    class Cast(nn.Module):
+        def __init__(self, dtype: torch.dtype) -> None:
+            super().__init__()
+            self.a, self.b, self.dtype = nn.Linear(6, 4), nn.Linear(4, 3), dtype
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x).to(self.dtype).to(x.dtype))
+
+    x = torch.randn(8, 6)
+    assert detect(Cast(torch.int64), x) == []
+    (sym,) = detect(Cast(torch.float64), x)
+    assert sym.r == 4 and certify(Cast(torch.float64), x, sym) < 1e-10

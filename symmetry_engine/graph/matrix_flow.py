@@ -45,6 +45,9 @@ IDENTITY_OPS = frozenset("aten.clone aten.contiguous aten.alias aten.identity at
 CAST_OPS = frozenset("aten._to_copy aten.to aten.type_as".split())
 LIST_OPS = frozenset("aten.cat aten.concat aten.concatenate aten.stack".split())
 CONV_OPS = frozenset("aten.conv1d aten.conv2d aten.conv3d aten.convolution".split())
+FLOAT_DTYPES = frozenset("float16 float32 float64 bfloat16 half float double".split())
+DTYPE_NAMES = FLOAT_DTYPES | frozenset("""int8 int16 int32 int64 uint8 bool complex64 complex128 float8_e4m3fn
+float8_e5m2 long int short""".split())
 #: Ops without a data output (shape assertions): they neither block nor carry labels.
 NO_OUTPUT_OPS = frozenset("aten._assert_tensor_metadata aten._assert_scalar aten.sym_constrain_range_for_size".split())
 
@@ -270,8 +273,10 @@ class _Propagate:
         if t in IDENTITY_OPS and set(ins) == {data}:
             return ins[data]
         if t in CAST_OPS and set(ins) == {data}:
-            dt = _kw(d, "dtype", 1, None)
-            return ins[data] if dt is None or "float" in str(dt) or "torch." not in str(dt) else self._blocked(ins, t)
+            dtypes = [v for v in list(args[1:]) + list(d.get("kwargs", {}).values())
+                      if isinstance(v, str) and v.startswith("torch.") and v[6:] in DTYPE_NAMES]
+            exact = all(v[6:] in FLOAT_DTYPES for v in dtypes)
+            return ins[data] if exact else self._blocked(ins, f"{t} to a non-floating dtype")
         if t in ("aten.mul", "aten.div", "aten.neg"):
             return self.scalar(name, d, ins)
         if t in ("aten.add", "aten.sub"):
