@@ -217,7 +217,7 @@ def exact_copy(model: nn.Module, eps: float = 1e-300) -> nn.Module:
 
     m = copy.deepcopy(model).double().train()
     for mod in m.modules():
-        if hasattr(mod, "eps") and isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+        if hasattr(mod, "eps") and isinstance(mod, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)):
             mod.eps = eps
     return m
 

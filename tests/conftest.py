@@ -21,7 +21,12 @@ def _isolated_cache(tmp_path_factory):
 from hypothesis import settings as _hyp_settings  # noqa: E402
 
 _hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
+# Longer local runs: HYPOTHESIS_PROFILE=thorough (the property tests also take 10x their examples,
+# tests/props_strategies.py::examples); explores (not derandomized) and keeps no deadline.
+_hyp_settings.register_profile("thorough", derandomize=False, print_blob=True, deadline=None, max_examples=1000)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    _hyp_settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+elif os.environ.get("CI"):
     _hyp_settings.load_profile("ci")
 
 

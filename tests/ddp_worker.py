@@ -59,6 +59,9 @@ def main(run_dir: str, syms_path: str, steps: int) -> None:
     tr.close()
     Path(run_dir).parent.joinpath(f"rank{rank}.json").write_text(json.dumps(
         {"rank": rank, "world": world, "step": state["step"], "writes": tr.active}))
+    # both ranks leave together: a rank that tears gloo down while its peer is still busy (rank 0 closes
+    # the log) can abort in gloo's worker threads ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -38,6 +38,7 @@ def doc_commands(path: Path) -> list[str]:
     """Command lines in the fenced code blocks of ``path`` (comments stripped)."""
     out = []
     for block in re.findall(r"```[\w-]*\n(.*?)```", path.read_text(), re.S):
+        block = re.sub(r"\\\n\s*", " ", block)       # a command continued with a trailing backslash is one line
         for line in block.splitlines():
             line = re.sub(r"\s+#\s.*$", "", line).strip()
             if re.match(r"(\.venv/bin/)?nmech\s|make\s", line):
@@ -104,8 +105,13 @@ def check(argv: list[str], out: str, cwd: Path) -> None:
         if "--json" in argv:
             data = json.loads(out)
             assert data["groups"] and data["summary"]
+            if "--checkpoints" in argv:
+                assert data["source"] == "checkpoints" and data["verdicts"]["broken"] == 0, data["verdicts"]
         else:
-            assert "relative error" in out and re.search(r"^scale\s+\d+", out, re.M), out[:500]
+            assert "relative error" in out and re.search(r"^(scale|rescale)\s+\d+", out, re.M), out[:500]
+        if "--report" in argv:
+            report = cwd / argv[argv.index("--report") + 1]
+            assert (report / "report.md").stat().st_size > 1_000 and (report / "report.html").exists()
     elif cmd in ("report", "demo"):
         m = re.search(r"^html report: (.+)$", out, re.M)
         assert m, out[-500:]

@@ -284,15 +284,17 @@ def test_sigterm_flushes_says_one_line_exits_143_and_resumes_identically(tmp_pat
     from model_zoo.train_files import list_checkpoints
 
     run, ref = tmp_path / "run", tmp_path / "ref"
-    args = ("--steps", "600", "--checkpoint-steps", "14", "--flush-every", "1000", "--out", str(run))
+    # 2000 steps (~2 ms each) leave seconds of margin: on a loaded machine this process can lose the CPU for
+    # a second, and a signal that lands after training ends meets the default handler (exit -15)
+    args = ("--steps", "2000", "--checkpoint-steps", "14", "--flush-every", "1000", "--out", str(run))
     proc = subprocess.Popen(_cli(*args, base=ARGS0), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "step_00000014.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(0.5)                                       # let it run past the checkpoint
+    time.sleep(0.1)                                       # let it run past the checkpoint
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err                    # the signal landed mid-run (600 steps)
+    assert proc.returncode == 143, err                    # the signal landed mid-run (2000 steps)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and "resumes from step 14" in lines[0], err
     assert (run / "run.lock").read_bytes() == b""         # released: not a stale lock next time
@@ -306,7 +308,7 @@ def test_sigterm_flushes_says_one_line_exits_143_and_resumes_identically(tmp_pat
     again = subprocess.run(_cli(*args, base=ARGS0), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "stale" not in again.stderr
-    train(TrainConfig(out=str(ref), steps=600, flush_every=1000, **{**CFG, "checkpoint_every": None,
+    train(TrainConfig(out=str(ref), steps=2000, flush_every=1000, **{**CFG, "checkpoint_every": None,
                                                                     "checkpoint_steps": (14,)}), warn=lambda m: None)
     for name in ("stats.bin", "stats.crc", "eval.jsonl"):
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
