@@ -26,7 +26,8 @@ import numpy as np
 
 from ..matrix_symmetry import GLMember, GLSymmetry, gl_law_count
 from .capture import CapturedGraph
-from .matrix_flow import FlowResult, Source, propagate
+from .matrix_flow import propagate
+from .matrix_labels import FlowResult, Source
 
 
 def rotation_commutant_basis(r: int, pairs: Iterable[tuple[int, int]]) -> list[list[list[float]]]:
