@@ -53,6 +53,15 @@ float8_e5m2 long int short""".split())
 NO_OUTPUT_OPS = frozenset("aten._assert_tensor_metadata aten._assert_scalar aten.sym_constrain_range_for_size".split())
 
 
+def _node_refs(a: Any) -> list[str]:
+    """Every graph node referenced in ``a`` (nested lists included): sizes or indices only known at run time."""
+    if isinstance(a, tuple) and len(a) == 2 and a[0] == "node":
+        return [a[1]]
+    if isinstance(a, (list, tuple)):
+        return [n for x in a for n in _node_refs(x)]
+    return []
+
+
 class _Propagate(AttentionEnds):
     def __init__(self, cg: CapturedGraph):
         self.cg, self.g = cg, cg.graph
@@ -215,7 +224,7 @@ class _Propagate(AttentionEnds):
     # -- transparent ops -----------------------------------------------------------------------------
     def move(self, name: str, d: dict, ins: dict[str, Flow]) -> Any:
         t = d["target"]
-        tensor_args = [tensor_arg(a) for a in d["args"][1:] if tensor_arg(a) is not None]
+        tensor_args = _node_refs(list(d["args"][1:]) + list(d.get("kwargs", {}).values()))
         if t not in LIST_OPS and (set(ins) != {tensor_arg(arg(d["args"], 0))} or tensor_args):
             return self._blocked(ins, f"{t} with a tensor index/size/repeats argument")
         op = getattr(torch.ops.aten, t.split(".", 1)[1])
