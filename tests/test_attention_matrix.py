@@ -326,3 +326,23 @@ def test_rotary_layouts(layout: str, pairs: list, free: list) -> None:
     assert len(qk.basis) == 2 * len(pairs) + len(free) ** 2
     assert certified(model, x, syms) < 1e-10
     assert loss_change(model, x, GLSymmetry(6, qk.members)) > 1e-6       # full GL(6) is not a symmetry
+
+
+class CrossMHA(nn.Module):
+    """nn.MultiheadAttention with kdim/vdim ≠ embed_dim: separate q/k/v_proj_weight, biases in pieces of
+    the one in_proj_bias (in_proj_bias.chunk(3))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=5, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x[..., :6], x[..., 2:7], need_weights=False)[0].mean(1)
+
+
+def test_cross_attention_separate_projections() -> None:
+    torch.manual_seed(10)
+    model, x = CrossMHA(), x_seq(10)
+    syms = found(model, x)
+    assert signature(syms) == signature(multihead_attention("attn", 8, 2, packed=False))
+    assert certified(model, x, syms) < 1e-10

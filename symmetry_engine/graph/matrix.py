@@ -97,7 +97,7 @@ class _Build:
         idx = tuple(lbl - s.first for lbl in labels)
         out = [GLMember(s.weight, s.weight_axis, idx, act)]
         if s.bias is not None:
-            out.append(GLMember(s.bias, 0, idx, act))
+            out.append(GLMember(s.bias, 0, tuple(i + s.bias_offset for i in idx), act))
         return out, s
 
     def run(self) -> list[GLSymmetry]:

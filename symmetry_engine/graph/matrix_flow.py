@@ -33,7 +33,8 @@ import torch
 
 from .attention import AttentionEnds
 from .capture import CapturedGraph
-from .matrix_labels import ConsumerUse, Flow, FlowResult, Source, _fibers, _kw, _negate, _single_use_param
+from .matrix_labels import (ConsumerUse, Flow, FlowResult, Source, _fibers, _kw, _negate, _param_rows,
+                            _single_use_param)
 from .scaling import arg, tensor_arg
 
 #: Ops that copy elements around (run on the label tensors as they are).
@@ -89,8 +90,8 @@ class _Propagate(AttentionEnds):
         return out
 
     # -- sources -------------------------------------------------------------------------------------
-    def source(self, name: str, d: dict) -> tuple[str, int, str | None, int] | None:
-        """(weight, weight axis, bias, feature axis of the output) when ``name`` is a producer."""
+    def source(self, name: str, d: dict) -> tuple[str, int, str | None, int, int] | None:
+        """(weight, weight axis, bias, feature axis of the output, bias row offset) when ``name`` produces."""
         t, args = d["target"], d["args"]
         if t == "aten.linear":
             w, b = _single_use_param(self.g, arg(args, 1)), arg(args, 2)
@@ -121,9 +122,9 @@ class _Propagate(AttentionEnds):
         if w is None:
             return None
         if bias_arg is None:
-            return w, w_axis, None, feat_axis
-        b = _single_use_param(self.g, bias_arg)
-        return None if b is None else (w, w_axis, b, feat_axis)
+            return w, w_axis, None, feat_axis, 0
+        b = _param_rows(self.g, bias_arg)
+        return None if b is None else (w, w_axis, b[0], feat_axis, b[1])
 
     def _conv_plain(self, d: dict) -> bool:
         t, args = d["target"], d["args"]
@@ -132,7 +133,7 @@ class _Propagate(AttentionEnds):
         return _kw(d, "groups", 6, 1) == 1
 
     def start(self, name: str, d: dict, spec: tuple) -> None:
-        w, w_axis, b, axis = spec
+        w, w_axis, b, axis, b_off = spec
         shape = d["shape"]
         size = self.cg.param_shapes[w][w_axis]
         if shape is None or shape[axis] != size:
@@ -140,7 +141,7 @@ class _Propagate(AttentionEnds):
         axis = axis % len(shape)
         first = self.next_label
         self.next_label += size
-        self.res.sources.append(Source(name, w, w_axis, b, first, size, d["target"]))
+        self.res.sources.append(Source(name, w, w_axis, b, first, size, d["target"], b_off))
         view = [1] * len(shape)
         view[axis] = size
         code = ((torch.arange(size) + first) * 2).reshape(view).expand(shape).contiguous()

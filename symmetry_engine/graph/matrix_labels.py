@@ -46,6 +46,7 @@ class Source:
     first: int
     size: int
     op: str
+    bias_offset: int = 0                               # the bias is rows bias_offset.. of its parameter
 
 
 @dataclass
@@ -89,6 +90,42 @@ def _single_use_param(g: nx.DiGraph, a: Any) -> str | None:
     if n is None or g.nodes[n]["kind"] != "param" or g.out_degree(n) != 1:
         return None
     return g.nodes[n]["param"]
+
+
+SPLIT_OPS = frozenset("aten.chunk aten.split aten.split_with_sizes aten.unsafe_split aten.unsafe_chunk".split())
+
+
+def _param_rows(g: nx.DiGraph, a: Any) -> tuple[str, int] | None:
+    """(parameter, first row) when ``a`` is a parameter used nowhere else, or one piece of such a parameter
+    split along axis 0 (nn.MultiheadAttention's ``in_proj_bias.chunk(3)`` with separate projections), each
+    piece used once."""
+    key = _single_use_param(g, a)
+    if key is not None:
+        return key, 0
+    n = tensor_arg(a)
+    if n is None or g.out_degree(n) != 1:
+        return None
+    d = g.nodes[n]
+    if d.get("target") != "getitem":
+        return None
+    split = tensor_arg(arg(d["args"], 0))
+    sd = g.nodes[split] if split is not None else {}
+    if sd.get("target") not in SPLIT_OPS:
+        return None
+    src = tensor_arg(arg(sd["args"], 0))
+    key = _single_use_param(g, arg(sd["args"], 0))
+    if key is None or _kw(sd, "dim", 2, 0) % len(g.nodes[src]["shape"]) != 0:
+        return None
+    i, total = arg(d["args"], 1), g.nodes[src]["shape"][0]
+    how = arg(sd["args"], 1)
+    if sd["target"] in ("aten.chunk", "aten.unsafe_chunk"):
+        size = -(-total // how)
+        return key, i * size
+    if isinstance(how, int):
+        return key, i * how
+    if isinstance(how, (list, tuple)) and all(isinstance(v, int) for v in how):
+        return key, sum(how[:i])
+    return None
 
 
 def _kw(d: dict, name: str, pos: int, default: Any = None) -> Any:
