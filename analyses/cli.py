@@ -198,6 +198,16 @@ def format_analysis(data: dict[str, Any]) -> str:
     lines = [f"{model.get('spec')}  input {','.join(map(str, model.get('input_shape', [])))}  loss {data['loss']}  "
              f"(captured with {data['capture']})",
              "symmetries: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items())]
+    matrix = data.get("matrix_symmetries") or []
+    if matrix:
+        kinds: dict[str, int] = {}
+        for m in matrix:
+            note = m.get("note", "")
+            k = "query/key" if "query/key" in note else "value/output" if "value/output" in note else "pairs"
+            kinds[k] = kinds.get(k, 0) + 1
+        sub = sum(m.get("basis") is not None for m in matrix)
+        lines.append(f"matrix symmetries: {len(matrix)} (" + ", ".join(f"{k} {v}" for k, v in kinds.items())
+                     + (f"; {sub} rotary subgroups" if sub else "") + ")")
     per_layer: dict[tuple[str, str], list[dict]] = {}
     for s in data["symmetries"]:
         per_layer.setdefault((s["kind"], s["layer"]), []).append(s)
