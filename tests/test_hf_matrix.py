@@ -82,3 +82,35 @@ def test_llama_full_gl_on_rotary_heads_is_not_a_symmetry() -> None:
     qk = [s for s in analyze(model, x).matrix_symmetries if "query" in s.note]
     (cert,) = certify_matrix(model, x, [GLSymmetry(qk[0].r, qk[0].members)])
     assert cert.loss_rel_joint > 1e-8 and not cert.certified
+
+
+def test_json_applied_by_an_outside_program() -> None:
+    """docs/json_schema.md's recipe, in numpy only (no symmetry_engine import), applied to GPT-2's groups
+    (Conv1D weights on axis 1, a packed c_attn): the float64 loss does not move."""
+    import numpy as np
+    import torch.nn.functional as F
+    from scipy.linalg import expm
+
+    torch.manual_seed(0)
+    model, x, _ = BUILDERS["gpt2"]()
+    data = analyze(model, x).to_json()
+    model = model.double().eval()
+    state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    for g in data["matrix_symmetries"]:
+        r = g["r"]
+        M = (expm(sum(c * np.asarray(b) for c, b in zip(0.5 * rng.standard_normal(len(g["basis"])), g["basis"])))
+             if g["basis"] is not None else np.eye(r) + 0.3 * rng.standard_normal((r, r)))
+        for m in g["members"]:
+            p, axis, idx = state[m["param"]], m["axis"], m["indices"]
+            v = np.moveaxis(np.take(p, idx, axis), axis, 0)
+            new = ((M if m["act"] == "M" else np.linalg.inv(M).T) @ v.reshape(r, -1)).reshape(v.shape)
+            moved = np.moveaxis(p, axis, 0)           # a view: writing it writes p
+            moved[idx] = new
+    y = torch.randint(0, 32, x.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        after = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    assert len(data["matrix_symmetries"]) == 8
+    assert abs(float(after - before)) <= 1e-10 * abs(float(before))
