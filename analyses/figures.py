@@ -34,10 +34,12 @@ TITLES = {"translation": "translation: column sums", "scale": "scale: squared ch
 YLABEL = {"translation": r"$\langle\theta_A, \mathbf{1}\rangle$", "scale": r"$|\theta_A|^2$",
           "rescale": r"$|\theta_{A_1}|^2-|\theta_{A_2}|^2$"}
 STYLE = {"measured": dict(lw=3.2, alpha=0.4, ls="-"), "exact": dict(lw=1.0, ls="-."),
-         "law": dict(lw=1.3, ls="--"), "continuous": dict(lw=1.3, ls=":")}
+         "law": dict(lw=1.3, ls="--"), "continuous": dict(lw=1.3, ls=":"),
+         "approx": dict(lw=1.3, ls=(0, (4, 1.5, 1, 1.5)), marker="o", ms=3.5)}
 ROUNDOFF_STYLE = dict(color="0.2", lw=0.8, ls="-", alpha=0.55)
 ROLE_LABEL = {"measured": "measured", "exact": "exact identity (recorded breaking as input)",
-              "law": "symmetry's law (breaking = 0)", "continuous": "continuous law (paper)"}
+              "law": "symmetry's law (breaking = 0)", "continuous": "continuous law (paper)",
+              "approx": "approximate: estimated from checkpoints (law fed replica statistics)"}
 
 
 def verdicts_by_key(data: Mapping[str, Any] | None) -> dict[str, str]:
@@ -50,21 +52,26 @@ def verdicts_by_key(data: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def network_order(run_dir: str | Path | None) -> list[str]:
-    """Parameter names in the model's order (a state dict's key order), from the run's first checkpoint;
-    ``[]`` when there is none. Layer names alone do not say it (``classifier.0`` sorts before ``features.3``)."""
+    """Parameter names in the model's order (a state dict's key order), from the run's first checkpoint
+    (``run_dir`` may also name a checkpoint file); ``[]`` when there is none. Layer names alone do not say
+    it (``classifier.0`` sorts before ``features.3``)."""
     if run_dir is None:
         return []
-    files = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"))
+    path = Path(run_dir)
+    files = [path] if path.is_file() else sorted(Path(run_dir, "checkpoints").glob("step_*.pt"))
     if not files:
         return []
-    import torch
+    from symmetry_engine.numeric.checkpoints import load_checkpoint
 
     try:
-        ck = torch.load(files[0], map_location="cpu", weights_only=True, mmap=True)
+        _, state, _ = load_checkpoint(files[0])
     except Exception:  # unreadable: evaluate reports it; the figures fall back to natural order
         return []
-    state = ck.get("model", ck) if isinstance(ck, dict) else {}
-    return [str(k) for k in state] if isinstance(state, dict) else []
+    keys = [str(k) for k in state]
+    for prefix in ("module.", "_orig_mod."):   # DataParallel / torch.compile wrappers
+        if keys and all(k.startswith(prefix) for k in keys):
+            keys = [k[len(prefix):] for k in keys]
+    return keys
 
 
 def order_layers(layers: Iterable[str], params: Sequence[str] = ()) -> list[str]:
@@ -113,13 +120,21 @@ def group_norm(series: Any) -> np.ndarray:
 
 
 def predictions(series: Any) -> dict[str, np.ndarray]:
-    """The prediction series an evaluation carries, by role: exact, law (when separate), continuous."""
+    """The prediction series an evaluation carries, by role: exact, law (when separate), continuous, and
+    for a checkpoint evaluation the approximate law (``approx``). Roles with no finite value are left out
+    (a checkpoint evaluation has no exact scale/rescale law); a checkpoint evaluation's exact series is the
+    law itself (no breaking was recorded between checkpoints), so it is shown once, as the law."""
+    approx = getattr(series, "approx", None)
     out = {"exact": np.asarray(series.exact, dtype=float)}
     law = getattr(series, "law", None)
     if law is not None:
         out["law"] = np.asarray(law, dtype=float)
+        if approx is not None:
+            del out["exact"]
     out["continuous"] = np.asarray(series.continuous, dtype=float)
-    return out
+    if approx is not None:
+        out["approx"] = np.asarray(approx, dtype=float)
+    return {role: arr for role, arr in out.items() if np.isfinite(arr).any()}
 
 
 def residual(measured: np.ndarray, predicted: np.ndarray, norm: float) -> np.ndarray:
@@ -178,6 +193,7 @@ def conservation_figure(ev: Any, panels: Sequence[PanelChoice], unit_roundoff: f
     fig, axes = plt.subplots(2, len(panels), figsize=(5.0 * len(panels), 6.4), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [2.1, 1.25]})
     steps = np.asarray(ev.steps)
+    sparse = {"marker": "o", "ms": 4} if len(steps) < 40 else {}   # checkpoint steps: show where data is
     for col, p in enumerate(panels):
         ser = ev.series[p.kind]
         top, bottom = axes[0, col], axes[1, col]
@@ -186,7 +202,7 @@ def conservation_figure(ev: Any, panels: Sequence[PanelChoice], unit_roundoff: f
         for c, j in enumerate(p.groups):
             colour, key = f"C{c}", ser.symmetries[j].key
             top.plot(steps, ser.measured[:, j], color=colour, gid=f"{p.kind}|measured|{key}",
-                     label=channel_label(ser.symmetries[j], p.kind), **STYLE["measured"])
+                     label=channel_label(ser.symmetries[j], p.kind), **{**STYLE["measured"], **sparse})
             for role, arr in preds.items():
                 if role == "exact" and "law" in preds:
                     continue  # the identity sits on the measurement; its residual is shown below
@@ -203,14 +219,15 @@ def conservation_figure(ev: Any, panels: Sequence[PanelChoice], unit_roundoff: f
         bottom.set_xlabel("step")
         bottom.set_ylabel("|measured − predicted| / norm", fontsize=8)
         bottom.grid(True, which="major", axis="y", lw=0.4, alpha=0.5)
-    roles = [r for r in ("measured", "exact", "law", "continuous") if any(r in p.roles for p in panels)]
+    roles = [r for r in ("measured", "exact", "law", "continuous", "approx") if any(r in p.roles for p in panels)]
     handles = [plt.Line2D([], [], color="0.3", **STYLE[r]) for r in roles]
     labels = [ROLE_LABEL[r] for r in roles]
     if unit_roundoff:
         handles.append(plt.Line2D([], [], **ROUNDOFF_STYLE))
         labels.append(f"unit round-off of the run's dtype ({unit_roundoff:.1e})")
-    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    ncol = len(handles) if len(handles) <= 4 else (len(handles) + 1) // 2
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 if ncol == len(handles) else 0.09, 1, 1))
     return fig
 
 

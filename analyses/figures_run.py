@@ -2,7 +2,8 @@
 
 Figure 1 of the paper sets individual parameters — noisy, step to step — beside the per-channel squared
 norms of the same conv layers, which move smoothly because the symmetry ties them to a law. The entries
-come from a fixed sample of each layer's weight, read across the run's checkpoints (:func:`checkpoint_samples`);
+come from the fixed sample the tracker records at every step (``samples.bin``, :func:`tracker_samples`),
+or, for runs without one, from a fixed sample read across the checkpoints (:func:`checkpoint_samples`);
 their values are plotted as they are, never divided by an initial value (a quantity that starts near 0
 would blow up).
 """
@@ -39,11 +40,14 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
         return np.where(cnt > 0, (c[idx] - c[lo]) / np.maximum(cnt, 1), np.nan)
 
 
-def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, evals: Sequence[Mapping[str, Any]]
+def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, evals: Sequence[Mapping[str, Any]],
+                    lr_steps: np.ndarray | None = None, loss_label: str = "minibatch loss (each step)"
                     ) -> MplFigure | None:
     """Loss (minibatch per step, its moving average, test loss), test accuracy, and learning rate.
 
-    ``steps`` are the optimizer steps of ``losses`` and ``lrs`` (loss_n is the minibatch loss at θ_n).
+    ``steps`` are the optimizer steps of ``losses`` (loss_n is the minibatch loss at θ_n) and, unless
+    ``lr_steps`` gives their own, of ``lrs``. A checkpoint evaluation passes the replica losses at the
+    checkpoints' steps (with their ``loss_label``) and the schedule's every step as ``lr_steps``.
     Panels without data are left out; None when there is nothing to plot.
     """
     losses = np.asarray(losses, dtype=float)
@@ -57,8 +61,9 @@ def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, eval
     for ax, name in zip(axes[0], panels):
         if name == "loss":
             if have_loss:
-                ax.plot(steps, losses, color="C0", lw=0.6, alpha=0.35, gid="train|minibatch_loss|",
-                        label="minibatch loss (each step)")
+                sparse = len(losses) < 40
+                ax.plot(steps, losses, color="C0", lw=1.0 if sparse else 0.6, alpha=0.8 if sparse else 0.35,
+                        marker="o" if sparse else None, ms=3.5, gid="train|minibatch_loss|", label=loss_label)
                 w = max(5, len(losses) // 25)
                 if len(losses) >= 2 * w:
                     ax.plot(steps, moving_average(losses, w), color="C0", lw=1.6, gid=f"train|loss_avg{w}|",
@@ -79,7 +84,8 @@ def training_figure(steps: np.ndarray, losses: np.ndarray, lrs: np.ndarray, eval
             ax.set_ylabel("accuracy")
             ax.set_title("test accuracy (eval.jsonl)", fontsize=10)
         else:
-            ax.plot(steps[: len(lrs)], lrs, color="C1", lw=1.3, gid="train|lr|", label=r"learning rate $\eta_n$")
+            x = np.asarray(lr_steps) if lr_steps is not None else steps[: len(lrs)]
+            ax.plot(x, lrs, color="C1", lw=1.3, drawstyle="steps-post", gid="train|lr|", label=r"learning rate $\eta_n$")
             ax.set_ylabel("η")
             lr = np.asarray(lrs, dtype=float)
             if lr.min() > 0 and lr.max() / lr.min() > 20:
@@ -113,40 +119,64 @@ def sample_param(syms: Sequence[Symmetry]) -> str:
     return (weights or cands)[0]
 
 
-def checkpoint_samples(run_dir: str | Path, params: Mapping[str, str], count: int = 12, seed: int = 0
-                       ) -> dict[str, Samples]:
+def checkpoint_samples(run_dir: str | Path | None, params: Mapping[str, str], count: int = 12, seed: int = 0,
+                       files: Sequence[str | Path] | None = None) -> dict[str, Samples]:
     """For each ``layer → parameter``: ``count`` fixed entries (seeded choice) at every checkpoint.
 
-    Needs at least three readable checkpoints holding the parameters; returns ``{}`` otherwise.
+    The checkpoints are the run's ``checkpoints/step_*.pt``, or ``files`` (a checkpoint evaluation's files,
+    state dicts possibly wrapped by DataParallel/compile). Needs at least three readable checkpoints
+    holding the parameters; returns ``{}`` otherwise.
     """
-    files = sorted(Path(run_dir, "checkpoints").glob("step_*.pt"))
-    if len(files) < 3 or not params:
-        return {}
-    import torch  # only needed when checkpoints are read
+    from symmetry_engine.numeric.checkpoint_files import step_from_name
+    from symmetry_engine.numeric.checkpoints import load_checkpoint
 
+    paths = [Path(f) for f in files] if files is not None else sorted(Path(run_dir, "checkpoints").glob("step_*.pt"))
+    if len(paths) < 3 or not params:
+        return {}
     chosen: dict[str, list[tuple[int, ...]]] = {}
     steps, rows = [], {layer: [] for layer in params}
-    for f in files:
+    for f in paths:
         try:
-            ck = torch.load(f, map_location="cpu", weights_only=True)
+            step, state, _ = load_checkpoint(f)
+            if step is None:
+                step = step_from_name(f)
         except Exception:  # damaged checkpoint: evaluate reports it; the figure goes without samples
             return {}
-        state = ck.get("model", ck) if isinstance(ck, dict) else {}
+        if step is None:
+            return {}
         for layer, param in params.items():
-            t = state.get(param) if isinstance(state, dict) else None
+            t = next((state[k] for k in (param, "module." + param, "_orig_mod." + param) if k in state), None)
             if t is None:
                 return {}
-            t = t.detach().double().numpy()
             if layer not in chosen:
                 rng = np.random.default_rng(seed)
                 flat = rng.choice(t.size, size=min(count, t.size), replace=False)
                 chosen[layer] = [tuple(int(i) for i in np.unravel_index(k, t.shape)) for k in sorted(flat)]
             rows[layer].append([t[i] for i in chosen[layer]])
-        step = ck.get("step") if isinstance(ck, dict) else None
-        steps.append(int(step) if step is not None else int(f.stem.split("_")[-1]))
+        steps.append(int(step))
     order = np.argsort(steps)
     return {layer: Samples(params[layer], np.asarray(steps)[order], np.asarray(rows[layer])[order], chosen[layer],
                            "checkpoints") for layer in params}
+
+
+def tracker_samples(run_dir: str | Path, layers: Sequence[str], count: int = 16) -> dict[str, Samples]:
+    """For each of ``layers`` the tracker recorded a sample of: its first ``count`` entries at every
+    recorded step (``samples.bin``); ``{}`` when the run has no sample (tracked with ``samples=0``, or
+    older), or fewer than three rows."""
+    from symmetry_engine.numeric.samples import read_samples
+
+    try:
+        rs = read_samples(run_dir)
+    except Exception:  # unreadable run.json / samples.bin: the evaluation reports the run's own problems
+        return {}
+    if rs is None or len(rs.steps) < 3:
+        return {}
+    out = {}
+    for layer in layers:
+        name = rs.layers.get(layer)
+        if name is not None:
+            out[layer] = Samples(name, rs.steps, rs.values[name][:, :count], rs.indices[name][:count], "tracker")
+    return out
 
 
 def figure1_layers(series: Any, data: Mapping[str, Any] | None, k: int = 4, params: Sequence[str] = ()) -> list[str]:
@@ -167,26 +197,29 @@ def trajectories_figure(ev: Any, kind: str, layers: Sequence[str], samples: Mapp
         return None
     deg = {key for key, v in verdicts_by_key(data).items() if v == "degenerate"}
     rows = 2 if samples else 1
-    fig, axes = plt.subplots(rows, len(layers), figsize=(3.6 * len(layers), 2.9 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, len(layers), figsize=(3.6 * len(layers), 2.9 * rows), squeeze=False, sharex="col")
     for col, layer in enumerate(layers):
         if samples:
             ax = axes[0, col]
             s = samples.get(layer)
             if s is not None:
                 for k in range(s.values.shape[1]):
-                    ax.plot(s.steps, s.values[:, k], lw=0.9, marker="." if len(s.steps) < 40 else None, ms=3,
-                            gid=f"sample|{layer}|{k}")
+                    ax.plot(s.steps, s.values[:, k], lw=0.9 if len(s.steps) < 400 else 0.6,
+                            marker="." if len(s.steps) < 40 else None, ms=3, gid=f"sample|{layer}|{k}")
             ax.set_title(f"{s.param}: {s.values.shape[1]} entries" if s is not None else f"{layer}: no sample",
                          fontsize=9)
-            ax.set_ylabel("parameter value" if col == 0 else "")
+            if col == 0:
+                ax.set_ylabel("individual entries θ[i]\n(noisy)" if s is None or s.source == "tracker"
+                              else "individual entries θ[i]\n(at checkpoints)")
         ax = axes[rows - 1, col]
         idx = [j for j, sym in enumerate(ser.symmetries) if sym.layer == layer and sym.key not in deg]
         for j in idx:
-            ax.plot(ev.steps, ser.measured[:, j], lw=0.8, gid=f"quantity|{ser.symmetries[j].key}")
+            ax.plot(ev.steps, ser.measured[:, j], lw=0.8, gid=f"quantity|{ser.symmetries[j].key}",
+                    marker="." if len(ev.steps) < 40 else None, ms=3)
         ax.set_title(f"{layer}: {len(idx)} channels", fontsize=9)
         ax.set_xlabel("step")
         if col == 0:
-            ax.set_ylabel(YLABEL[kind])
+            ax.set_ylabel(f"per channel {YLABEL[kind]}\n(smooth)")
     fig.tight_layout()
     return fig
 
@@ -207,11 +240,14 @@ def angular_figure(angular: Any) -> MplFigure | None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("angle turned per step (rad)")
-    ax.set_title(f"spherical motion (equilibrium reached after ~{a.relaxation_steps:.0f} steps)", fontsize=10)
+    T = a.angles.shape[0]
+    when = (f"equilibrium expected after ~{a.relaxation_steps:.0f} steps: this run ({T} steps) shows the approach"
+            if a.relaxation_steps > T else f"equilibrium expected after ~{a.relaxation_steps:.0f} of {T} steps")
+    ax.set_title(f"spherical motion ({when})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-__all__ = ["training_figure", "trajectories_figure", "angular_figure", "checkpoint_samples", "Samples",
+__all__ = ["training_figure", "trajectories_figure", "angular_figure", "checkpoint_samples", "tracker_samples", "Samples",
            "sample_param", "figure1_layers", "moving_average"]

@@ -14,8 +14,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .figures import choose_panels, conservation_figure, network_order, save_figure
-from .figures_run import (angular_figure, checkpoint_samples, figure1_layers, sample_param, trajectories_figure,
-                          training_figure)
+from .figures_run import (angular_figure, checkpoint_samples, figure1_layers, sample_param, tracker_samples,
+                          trajectories_figure, training_figure)
 from .natsort import natural_key, natsorted
 from .report_doc import Bullets, Code, Document, Figure, Formula, Para, Section, Table
 from .run_info import read_eval_log
@@ -38,7 +38,38 @@ def _stats_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     cols += [("continuous max", "continuous.max"), ("continuous median", "continuous.median")]
     if any(r.get("breaking") for r in rows):
         cols += [("breaking max", "breaking.max")]
+    if any(_get(r, "approx.max") is not None for r in rows):
+        # checkpoint evaluations: the scale/rescale laws fed estimates are the only errors of those kinds, so
+        # their columns come first (a wide table scrolls; the key column must not be the hidden one)
+        cols = [("approx max (approximate)", "approx.max"), ("approx median (approximate)", "approx.median")] + cols
     return cols
+
+
+def is_checkpoint_evaluation(data: Mapping[str, Any]) -> bool:
+    """The evaluation came from checkpoints saved without the tracker (``source == "checkpoints"``)."""
+    return data.get("source") == "checkpoints"
+
+
+def approximate_section(data: Mapping[str, Any]) -> Section | None:
+    """Checkpoint evaluations: the scale/rescale errors are approximate, and say so in a section of their own."""
+    summary = data.get("summary") or {}
+    rows = [[k, s.get("groups"), _get(s, "approx.max"), _get(s, "approx.median")]
+            for k, s in summary.items() if k != "translation"]
+    if not rows:
+        return None
+    est = data.get("estimation") or {}
+    note = str(est.get("note") or "")
+    blocks: list[Any] = []
+    if note:
+        blocks.append(Para(f"{note[:1].upper()}{note[1:]}."))
+    blocks.append(Table(["kind", "groups", "err_approx max (approximate)", "err_approx median (approximate)"], rows,
+                        caption="err_approx: max over checkpoints of |measured − law fed estimated statistics| over the "
+                                "group's size. It mixes the law's own error with the estimate's; a tracked run "
+                                "(`nmech train` or `track(...)`) measures the laws exactly."))
+    if summary.get("translation"):
+        blocks.append(Para("Translation laws need no gradient statistics: they are forecast from the first checkpoint "
+                           "and their errors (exact = law) are exact, not approximate."))
+    return Section("Scale and rescale: APPROXIMATE (estimated from checkpoints)", blocks)
 
 
 def _get(r: Mapping[str, Any], dotted: str) -> Any:
@@ -65,12 +96,21 @@ def verdict_section(data: Mapping[str, Any]) -> Section | None:
     if data.get("degenerate_note"):
         blocks.append(Para(str(data["degenerate_note"])))
     bad = [g for g in data.get("groups") or [] if g.get("verdict") in ("broken", "approximate")]
+    estimated = [g for g in bad if g.get("verdict") == "approximate" and g.get("cause") == "estimated from checkpoints"]
+    if estimated:   # checkpoint evaluations: approximate by construction, summarised in their own section
+        bad = [g for g in bad if g not in estimated]
+        blocks.append(Para(f"{len(estimated)} scale/rescale groups are approximate only because their laws are fed "
+                           "statistics estimated from checkpoints (see \"Scale and rescale: APPROXIMATE\" below); "
+                           + (f"the {len(bad)} other groups that do not simply hold are listed here." if bad else
+                              "no other group fails to hold.")))
     if bad:
         bad = sorted(bad, key=lambda g: (g["verdict"] != "broken", -(g.get("breaking") or 0.0)))
         shown = bad[:25]
-        blocks.append(Table(["group", "verdict", "cause", "breaking", "law error", "exact error"],
+        approx = any(g.get("err_approx") is not None for g in shown)
+        blocks.append(Table(["group", "verdict", "cause", "breaking", "law error", "exact error",
+                             *(["approx error (estimated)"] if approx else [])],
                             [[f"`{g['key']}`", g["verdict"], g.get("cause") or "", g.get("breaking"), g.get("err_law"),
-                              g.get("err_exact")] for g in shown],
+                              g.get("err_exact"), *([g.get("err_approx")] if approx else [])] for g in shown],
                             caption=f"Groups that do not simply hold ({len(shown)} of {len(bad)} shown, broken first)."))
     th = data.get("thresholds")
     if th:
@@ -118,8 +158,17 @@ def config_section(data: Mapping[str, Any], lrs: np.ndarray) -> Section:
         if train.get(k) not in (None, [], ""):
             rows.append([label, train[k]])
     rows += [["dtype", data.get("dtype")], ["device", data.get("device")], ["optimizer steps evaluated", data.get("steps")]]
+    est = data.get("estimation") or {}
+    if is_checkpoint_evaluation(data):
+        rows += [["checkpoints", len(est.get("checkpoints") or [])],
+                 ["replica steps per checkpoint", est.get("replica_steps")],
+                 ["replica batch size", est.get("batch_size")], ["replica seed", est.get("seed")]]
     blocks: list[Any] = [Table(["setting", "value"], rows, numeric=False)]
-    if not train:
+    if is_checkpoint_evaluation(data):
+        blocks.append(Para("Checkpoints saved without the tracker: the optimizer is the one the command's flags describe "
+                           "(not read from a run), and the scale/rescale statistics come from short training replicas "
+                           "at each checkpoint on sampled minibatches."))
+    elif not train:
         blocks.append(Para("The run was not written by `nmech train`: data, batch size and seed are not recorded."))
     rule = str(opt.get("rule", "?"))
     decay = "decoupled" if opt.get("decoupled_weight_decay") else "coupled"
@@ -183,17 +232,28 @@ def laws_section(kinds: Sequence[str], opt_meta: Mapping[str, Any]) -> Section |
     return Section("The laws evaluated", blocks)
 
 
-def _fig5_caption(panels: Sequence[Any], has_law: bool) -> str:
+def _fig5_caption(panels: Sequence[Any]) -> str:
+    """What each line style is, for the predictions the panels actually draw (no style described that is not there)."""
     where = "; ".join(f"{p.kind}: layer `{p.layer}`, {len(p.keys)} groups"
                       + (f" ({p.left_out_degenerate} degenerate left out)" if p.left_out_degenerate else "")
                       for p in panels)
-    law = ("dashed: the symmetry's law (breaking set to zero); dash-dot in the residuals: the exact identity with the "
-           "recorded breaking" if has_law else "dashed/dash-dot: the exact discrete law")
+    roles = {r for p in panels for r in p.roles}
+    styles = []
+    if "law" in roles:
+        styles.append("dashed: the symmetry's law (breaking set to zero)")
+        if "exact" in roles:
+            styles.append("dash-dot in the residuals: the exact identity with the recorded breaking")
+    elif "exact" in roles:
+        styles.append("dashed/dash-dot: the exact discrete law")
+    if "continuous" in roles:
+        styles.append("dotted: the paper's continuous law")
+    if "approx" in roles:
+        styles.append("dash-dot with circles: the law fed statistics estimated from checkpoints (approximate)")
     return (f"The paper's Figure 5 for this run ({where}). Top: the conserved quantity of each group, measured (thick "
-            f"translucent line, one colour per group) with its predictions in the same colour — {law}; dotted: the "
-            "paper's continuous law. Where the lines coincide the laws hold to plotting accuracy. Bottom: "
+            f"translucent line, one colour per group) with its predictions in the same colour — {'; '.join(styles)}. "
+            "Where the lines coincide the laws hold to plotting accuracy. Bottom: "
             "|measured − predicted| divided by the group's size, on a log scale, one line per group and prediction; "
-            "the horizontal dotted line is the dtype's unit round-off (residuals that are exactly 0 cannot be drawn on a log "
+            "the thin horizontal grey line is the dtype's unit round-off (residuals that are exactly 0 cannot be drawn on a log "
             "axis and are left out). A law at round-off is exact; the continuous "
             "law's residual grows with ηλ and the number of steps. Choose the layer with `--layer`.")
 
@@ -202,43 +262,71 @@ def figure_sections(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequenc
                     evals: Sequence[Mapping[str, Any]]) -> list[Section]:
     sections = []
     steps = np.asarray(ev.steps)
-    fig = training_figure(steps[: len(ev.losses)], ev.losses, ev.lrs, evals)
+    ckpt = is_checkpoint_evaluation(data)
+    if ckpt:
+        cks = (data.get("estimation") or {}).get("checkpoints") or []
+        fig = training_figure(np.array([c["step"] for c in cks], dtype=float),
+                              np.array([c.get("replica_loss", np.nan) for c in cks], dtype=float), ev.lrs, evals,
+                              lr_steps=int(steps[0]) + np.arange(len(ev.lrs)),
+                              loss_label="replica loss at checkpoints\n(approximate: estimated from checkpoints)")
+    else:
+        fig = training_figure(steps[: len(ev.losses)], ev.losses, ev.lrs, evals)
     if fig is not None:
         last = next((r for r in reversed(evals) if r.get("test_accuracy") is not None), None)
         text = ("Left: the minibatch loss recorded at every step (faint) and its moving average (on runs long enough for one); test loss at each "
                 "evaluation pass (eval.jsonl) as dots. Middle: test accuracy. Right: the learning rate the optimizer "
                 "used at each step (the laws use these per-step values).")
-        if not np.isfinite(np.asarray(ev.losses, float)).any():
+        if ckpt:
+            text = ("Left: the mean minibatch loss of the short training replica run from each checkpoint (approximate: "
+                    "estimated from checkpoints; no loss was recorded during training). Right: the learning rate of "
+                    "every step between the first and the last checkpoint, from the schedule the flags give (the laws "
+                    "use these per-step values).")
+        elif not np.isfinite(np.asarray(ev.losses, float)).any():
             text += " The minibatch loss was not recorded (`tracker.record_loss` not called)."
         if last is not None:
             text += f" Final test accuracy {float(last['test_accuracy']):.3f} at step {int(float(last['step']))}."
         sections.append(Section("Training", [Figure(save_figure(fig, out / "training.png"), "Training curves", text)]))
     unit = (data.get("thresholds") or {}).get("unit_roundoff") or UNIT_ROUNDOFF.get(str(data.get("dtype")))
-    params = network_order(ev.run_dir)
+    ck_files = [c["path"] for c in (data.get("estimation") or {}).get("checkpoints") or []] if ckpt else None
+    params = network_order(ck_files[0] if ck_files else None) if ckpt else network_order(ev.run_dir)
     panels = choose_panels(ev, data, layers, channels, params)
     fig = conservation_figure(ev, panels, unit)
     if fig is not None:
-        has_law = any("law" in p.roles for p in panels)
+        caption = _fig5_caption(panels)
+        if ckpt:
+            caption += (f" Points are the {len(steps)} checkpoints (no per-step record). Scale/rescale predictions are "
+                        "approximate: estimated from checkpoints (their laws are fed replica statistics, interpolated "
+                        "between checkpoints); translation laws are exact forecasts from the first checkpoint.")
         sections.append(Section("Conservation laws, measured against theory (Figure 5)", [
             Figure(save_figure(fig, out / "conservation.png"), "Figure 5: conserved quantities and residuals",
-                   _fig5_caption(panels, has_law))]))
+                   caption)]))
     kind = "scale" if "scale" in ev.series else "rescale" if "rescale" in ev.series else None
     if kind is not None:
         ser = ev.series[kind]
         f1_layers = figure1_layers(ser, data, params=params)
         params = {l: sample_param([s for s in ser.symmetries if s.layer == l]) for l in f1_layers}
-        samples = checkpoint_samples(ev.run_dir, params)
+        samples = {} if ckpt else tracker_samples(ev.run_dir, f1_layers)
+        if not samples:
+            samples = checkpoint_samples(ev.run_dir, params, files=ck_files)
         fig = trajectories_figure(ev, kind, f1_layers, samples, data)
         if fig is not None:
             q = "squared norm |θ_c|²" if kind == "scale" else "difference of squared norms |θ_A1|² − |θ_A2|²"
-            top = (f"Top: {len(next(iter(samples.values())).indices)} fixed entries of each layer's weight at the run's "
-                   f"{len(next(iter(samples.values())).steps)} checkpoints — individual parameters wander with the "
-                   "minibatch noise. " if samples else
-                   "Individual entries need at least three checkpoints; this run has fewer. ")
+            first = next(iter(samples.values()), None)
+            if first is not None and first.source == "tracker":
+                top = (f"Top: {len(first.indices)} fixed entries of each layer's parameter, recorded by the tracker "
+                       f"at every step (samples.bin, {len(first.steps)} steps) — individual parameters move with the "
+                       "minibatch noise from step to step. ")
+            elif first is not None:
+                top = (f"Top: {len(first.indices)} fixed entries of each layer's weight at the run's "
+                       f"{len(first.steps)} checkpoints (the run has no per-step sample: tracked with samples=0, or "
+                       "evaluated from checkpoints) — individual parameters wander with the minibatch noise. ")
+            else:
+                top = ("Individual entries need a per-step sample (`track(..., samples=16)`, the default) or at least "
+                       "three checkpoints; this run has neither. ")
             sections.append(Section("Parameters against per-channel quantities (Figure 1)", [
                 Figure(save_figure(fig, out / "trajectories.png"), "Figure 1: noisy parameters, smooth quantities",
                        top + f"Bottom: every non-degenerate channel's {q} ({kind} symmetry) of the same layers, "
-                       "at every step: these move smoothly because the symmetry ties them to a conservation law "
+                       + ("at the checkpoints" if ckpt else "at every step") + ": these move smoothly because the symmetry ties them to a conservation law "
                        "that only weight decay, momentum and the finite learning rate break. Values are plotted as "
                        "they are (not divided by the initial value).")]))
     if getattr(ev, "angular", None) is not None:
@@ -274,6 +362,14 @@ def layers_section(data: Mapping[str, Any]) -> Section:
 
 
 def checkpoint_section(data: Mapping[str, Any]) -> Section:
+    if is_checkpoint_evaluation(data):
+        est = (data.get("estimation") or {}).get("checkpoints") or []
+        return Section("Checkpoints evaluated", [
+            Para("No run log: the quantities are measured in each checkpoint's weights; the momentum buffer column says "
+                 "where the laws' buffer came from (saved optimizer state, fresh at step 0, or a burn-in replica)."),
+            Table(["checkpoint", "step", "momentum buffer", "replica loss"],
+                  [[f"`{Path(c['path']).name}`", c.get("step"), c.get("buffer"), c.get("replica_loss")]
+                   for c in sorted(est, key=lambda c: int(c.get("step") or 0))])])
     cks = data.get("checkpoints") or []
     if not cks:
         return Section("Checkpoint cross-check", [Para("No checkpoints (`checkpoints/step_*.pt`) in the run directory.")])
@@ -286,7 +382,11 @@ def checkpoint_section(data: Mapping[str, Any]) -> Section:
                 c.get("note") or ""] for c in natsorted(cks, key=lambda c: Path(c["path"]).name)])])
 
 
-def rerun_section(run_dir: str) -> Section:
+def rerun_section(run_dir: str, checkpoints: bool = False) -> Section:
+    if checkpoints:
+        return Section("Re-run", [Para(f"`nmech evaluate --checkpoints {run_dir}` with the model, dataset and optimizer "
+                                       "flags of this evaluation (report.json: `model`, `optimizer`, `estimation`), or "
+                                       "`symmetry_engine.evaluate_checkpoints(...)` in Python.")])
     return Section("Re-run", [Code(f"nmech evaluate {run_dir}\nnmech report {run_dir}"), Para("or in Python:"),
                               Code("from symmetry_engine.numeric.evaluate import evaluate_run\n"
                                    "from analyses.report import write_report\n"
@@ -306,8 +406,12 @@ def run_document(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequence[s
             + (f", model `{model.get('spec')}`" if model.get("spec") else "") + ".")
     if counts:
         head += " Verdicts: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS) + "."
-    doc = Document(f"Run report: `{ev.run_dir}`", [Para(head)])
-    for s in (verdict_section(data), warnings_section(data, eval_notes)):
+    ckpt = is_checkpoint_evaluation(data)
+    if ckpt:
+        head += (f" Evaluated from {len((data.get('estimation') or {}).get('checkpoints') or [])} checkpoints saved "
+                 "without the tracker: scale/rescale results are approximate (estimated from checkpoints).")
+    doc = Document(f"{'Checkpoint evaluation' if ckpt else 'Run report'}: `{ev.run_dir}`", [Para(head)])
+    for s in (verdict_section(data), warnings_section(data, eval_notes), approximate_section(data) if ckpt else None):
         if s is not None:
             doc.sections.append(s)
     doc.sections.append(config_section(data, np.asarray(ev.lrs)))
@@ -316,7 +420,7 @@ def run_document(ev: Any, data: Mapping[str, Any], out: Path, layers: Sequence[s
     laws = laws_section(list(data.get("summary") or {}), data.get("optimizer") or {})
     if laws is not None:
         doc.sections.append(laws)
-    doc.sections += [layers_section(data), checkpoint_section(data), rerun_section(str(ev.run_dir))]
+    doc.sections += [layers_section(data), checkpoint_section(data), rerun_section(str(ev.run_dir), ckpt)]
     return doc
 
 

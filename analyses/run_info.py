@@ -22,7 +22,7 @@ SYMBOLS = {"weight_decay": "λ", "momentum": "β", "lr": "η", "dampening": "d",
 # fields that differ between runs without making them different experiments
 _NOT_HYPERPARAMETERS = {"out", "run_dir", "progress", "num_workers", "flush_every", "checkpoint_every",
                         "checkpoint_steps", "checkpoint_log", "device", "data_path", "eval_each_epoch", "track",
-                        "deterministic", "epochs"}
+                        "deterministic", "epochs", "tensorboard"}
 
 
 def read_eval_log(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:

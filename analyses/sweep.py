@@ -20,7 +20,7 @@ from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
 from symmetry_engine.symmetry import KINDS  # noqa: E402
 
-from .figures import (STYLE, TITLES, YLABEL, group_norm, network_order, pick_groups, pick_layer,  # noqa: E402
+from .figures import (STYLE, TITLES, YLABEL, channel_label, group_norm, network_order, pick_groups, pick_layer,  # noqa: E402
                       predictions, residual, save_figure, verdicts_by_key)
 from .report_doc import Document, Figure, Para, Section, Table  # noqa: E402
 from .run_info import differing, hyperparameters, read_eval_log, run_label  # noqa: E402
@@ -82,7 +82,9 @@ def sweep_figure(evs: Sequence[Any], datas: Sequence[Mapping[str, Any]], labels:
             other = "law" if "law" in preds else "exact"
             bottom.plot(steps, residual(ser.measured[:, j], preds[other][:, j], norm), color=colour,
                         gid=f"sweep|{kind}|residual-{other}|{r}", lw=0.9, ls="--", alpha=0.8)
-        top.set_title(f"{TITLES[kind]}\n{key.split(':', 1)[1]}", fontsize=10)
+        sym = next(s for s in evs[0].series[kind].symmetries if s.key == key)
+        top.set_title(f"{TITLES[kind]}\nlayer {sym.layer}, {channel_label(sym, kind)} (the same group in every run)",
+                      fontsize=9)
         top.set_ylabel(YLABEL[kind])
         top.legend(fontsize=7, loc="best")
         bottom.set_yscale("log")

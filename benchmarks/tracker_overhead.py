@@ -157,6 +157,7 @@ def run_width(cfg: dict) -> dict:
         if (i + 1) % max(1, n_rounds // 4) == 0:
             progress(f"width {width}: round {i + 1}/{n_rounds}")
     record_bytes = tr.record_size * 8
+    sample_s = _sample_cost(tr)
     tr.close()
     stats_size = os.path.getsize(os.path.join(run_dir, STATS_FILE))
     tmp.cleanup()
@@ -170,7 +171,8 @@ def run_width(cfg: dict) -> dict:
            "bytes_per_step": stats_size / (cfg["warmup"] + cfg["steps"] + 1),
            "tracker_plan_bytes": plan_bytes, "tracker_pending_bytes": pending_bytes,
            "memory_ratio_plan": plan_bytes / param_bytes, "memory_ratio_pending": pending_bytes / param_bytes,
-           "paper_bytes": paper.nbytes(), "memory_ratio_paper": paper.nbytes() / param_bytes, "target": TARGET}
+           "paper_bytes": paper.nbytes(), "memory_ratio_paper": paper.nbytes() / param_bytes, "target": TARGET,
+           "sample_row_s": sample_s, "sample_layers": len(tr._sampler.pairs) if tr._sampler else 0}
     for k in ("tracked", "paper"):
         tk = times[k]
         out[k] = {"step_s_median": median(tk), "step_s_mean": float(np.mean(tk)),
@@ -202,7 +204,21 @@ def run_width(cfg: dict) -> dict:
           f"paper buffers {paper.nbytes() / 1e6:.1f} MB = {out['memory_ratio_paper']:.2f}x params")
     print(f"  stats.bin: {out['bytes_per_step']:.0f} bytes/step; one-time: analyze {t_analyze:.2f} s, "
           f"Tracker() {t_init:.3f} s")
+    print(f"  parameter sample (samples.bin, {out['sample_layers']} layers): {sample_s * 1e6:.0f} us per step to take "
+          f"the row = {sample_s / median(un):.5f}x of the untracked step (part of the tracked step above)")
     return out
+
+
+def _sample_cost(tr) -> float:
+    """Median time of the per-step sample (numeric/samples.py): one ``torch.take`` per layer into a row."""
+    if tr._sampler is None:
+        return 0.0
+    ts = []
+    for _ in range(200):
+        t = now()
+        tr._sampler.take()
+        ts.append(now() - t)
+    return median(ts)
 
 
 def run(quick: bool) -> dict:

@@ -8,7 +8,10 @@ attach the tracker; after training the run is evaluated against the laws and rep
 
     python examples/own_training_loop.py --out runs/example-loop --steps 300
 
-Writes RUN/run.json + stats.bin (tracker), RUN/eval.jsonl (test loss/accuracy per epoch, the format of
+With ``--tensorboard DIR`` the tracker also writes per-layer quantities, laws, errors and breaking to
+TensorBoard while it trains (``tensorboard --logdir DIR``).
+
+Writes RUN/run.json + stats.bin + samples.bin (tracker), RUN/eval.jsonl (test loss/accuracy per epoch, the format of
 ``nmech train``), and RUN/report/report.html (+ report.md, report.json, figures).
 """
 
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--weight-decay", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--tensorboard", default=None, metavar="DIR",
+                    help="live TensorBoard scalars while training (needs the tensorboard extra)")
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(args.seed)
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     out = Path(args.out)
     tracker = nm.track(model, opt, out, example_inputs=x_train[:4], overwrite=True,           # 1: attach
+                       tensorboard=args.tensorboard,
                        meta={"train": {"dataset": "generated CIFAR-shaped (3×32×32, 10 classes)",
                                        "batch_size": args.batch_size, "seed": args.seed, "steps": args.steps,
                                        "schedule": "linear warmup + cosine (SequentialLR)"}})

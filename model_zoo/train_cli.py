@@ -94,6 +94,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     a("--num-workers", type=nonneg_int, help=f"data-loader worker processes ≥ 0 {_default(_D.num_workers)}")
     a("--flush-every", type=positive_int, help=f"write the tracker's records every N ≥ 1 steps; a kill loses at "
                                                f"most N {_default(_D.flush_every)}")
+    a("--tensorboard", metavar="DIR", help="write live TensorBoard scalars (per layer: quantity, laws, errors, "
+                                           "breaking; loss, lr) into DIR while training (needs the tensorboard extra)")
     add_threads_argument(parser)
 
 
@@ -129,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
         res = train(cfg, overwrite=bool(getattr(args, "overwrite", False)))
-    except (SpecError, DatasetError, TrainingError, RunLogError, KeyError) as exc:
+    except (SpecError, DatasetError, TrainingError, RunLogError, KeyError, ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"nmech train: {' '.join(str(msg).split())}", file=sys.stderr)
         return 2

@@ -57,6 +57,7 @@ class TrainConfig:
     progress: bool = True
     num_workers: int = 0
     flush_every: int = 50
+    tensorboard: str | None = None   # live TensorBoard scalars into this directory (the tracker's, optional extra)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -110,6 +111,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("nesterov needs momentum > 0 and dampening 0")
     if cfg.steps is None and cfg.epochs is None:
         problems.append("set steps or epochs")
+    if cfg.tensorboard is not None and not cfg.track:
+        problems.append("tensorboard needs the tracker (drop --no-track): its scalars are the tracked statistics")
     if problems:
         raise TrainingError("; ".join(problems))
 

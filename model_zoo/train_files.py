@@ -27,7 +27,7 @@ from .train_config import TRAJECTORY_FIELDS, TrainConfig, TrainingError
 
 CKPT_DIR = "checkpoints"
 EVAL_FILE = "eval.jsonl"
-RUN_FILES = ("run.json", "stats.bin", "stats.crc", EVAL_FILE, INDEX_FILE)
+RUN_FILES = ("run.json", "stats.bin", "stats.crc", "samples.bin", "samples.crc", EVAL_FILE, INDEX_FILE)
 RUN_DIRS = (CKPT_DIR, "report")
 _TRAIN_ONLY = {EVAL_FILE, INDEX_FILE, CKPT_DIR}   # written by `train` alone, never by the tracker API
 _CHECKPOINT_KEYS = {"step", "model", "optimizer", "rng"}

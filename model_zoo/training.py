@@ -162,6 +162,10 @@ def train(cfg: TrainConfig, symmetries: Sequence | None = None, *, overwrite: bo
     Ctrl-C: the log is flushed, the lock released, and :class:`Terminated` raised.
     """
     check_config(cfg)
+    if cfg.tensorboard is not None and cfg.track:
+        from symmetry_engine.numeric.tensorboard import require_tensorboard
+
+        require_tensorboard()   # one line, before the run directory is touched
     out = Path(cfg.out)
     try:
         lock = RunLock(out, "nmech train", on_stale=warn)
@@ -232,7 +236,7 @@ def _train_locked(cfg: TrainConfig, out: Path, symmetries: Sequence | None, over
     if cfg.track:
         meta = {"model": model_meta, "train": cfg.to_json()}
         tracker = Tracker(model, opt, out, symmetries, meta=meta, flush_every=cfg.flush_every,
-                          overwrite=ckpt is None)
+                          overwrite=ckpt is None, tensorboard=cfg.tensorboard)
     if ckpt:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])

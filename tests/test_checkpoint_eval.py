@@ -290,3 +290,72 @@ def test_cli_json_text_and_strict(momentum_run, tmp_path, capsys, data):
     broken = [g for g in json.loads(out)["groups"] if g["verdict"] == "broken"]
     # every head column whose hidden unit is alive (a dead ReLU unit has P = 0 under any loss)
     assert len(broken) >= 30 and all(g["layer"] in HEAD and g["breaking"] < 1e-12 for g in broken)
+
+
+def test_checkpoint_report_figures_are_on_checkpoint_steps(momentum_run, data, tmp_path):
+    """The report of a checkpoint evaluation plots its series at the checkpoints' steps: the estimated
+    scale/rescale law as its own "approx" line (labelled approximate), translation's law exactly, the
+    replica losses at the checkpoints and the schedule at every step between them."""
+    from analyses.figures import ROLE_LABEL, choose_panels, conservation_figure, lines_by_gid
+    from analyses.figures_run import training_figure
+    from analyses.report import evaluation_json, write_report
+
+    ev = _evaluate(momentum_run / "checkpoints", data, momentum_run, batches=4, **MOMENTUM)
+    js = evaluation_json(ev)
+    panels = choose_panels(ev, js, channels=2, params=[])
+    assert {p.kind for p in panels} == {"translation", "scale", "rescale"}
+    fig = conservation_figure(ev, panels, 2.0**-53)
+    lines = lines_by_gid(fig)
+    steps = [0, 10, 20, 30, 40, 50, 60]
+    for p in panels:
+        ser = ev.series[p.kind]
+        for j, key in zip(p.groups, p.keys):
+            assert list(lines[f"{p.kind}|measured|{key}"].get_xdata()) == steps
+            assert np.array_equal(lines[f"{p.kind}|measured|{key}"].get_ydata(), ser.measured[:, j])
+            if p.kind == "translation":
+                assert np.array_equal(lines[f"{p.kind}|law|{key}"].get_ydata(), ser.law[:, j])
+                assert f"{p.kind}|approx|{key}" not in lines and f"{p.kind}|exact|{key}" not in lines
+            else:   # no exact/law/continuous: only the approximate law, and its residual
+                assert np.array_equal(lines[f"{p.kind}|approx|{key}"].get_ydata(), ser.approx[:, j])
+                assert not any(f"{p.kind}|{r}|{key}" in lines for r in ("law", "continuous", "exact"))
+                y = np.asarray(lines[f"{p.kind}|residual-approx|{key}"].get_ydata(), float)
+                want = np.abs(ser.measured[:, j] - ser.approx[:, j]) / np.max(ser.norm[..., j])
+                ok = np.isfinite(y)
+                assert ok.sum() >= 5 and np.allclose(y[ok], want[ok], rtol=1e-12)
+                g = next(g for g in js["groups"] if g["key"] == key)
+                assert np.isclose(np.nanmax(want), g["err_approx"], rtol=1e-12)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert ROLE_LABEL["approx"] in legend and ROLE_LABEL["approx"].startswith("approximate: estimated from checkpoints")
+    cks = js["estimation"]["checkpoints"]
+    fig = training_figure(np.array([c["step"] for c in cks], float), np.array([c["replica_loss"] for c in cks]),
+                          ev.lrs, [], lr_steps=np.arange(len(ev.lrs)))
+    lines = lines_by_gid(fig)
+    assert list(lines["train|minibatch_loss|"].get_xdata()) == steps
+    assert np.array_equal(lines["train|lr|"].get_xdata(), np.arange(60)) and lines["train|lr|"].get_ydata()[45] == 0.025
+    page = ev._repr_html_()   # Jupyter: the checkpoint evaluation says its errors are approximate
+    assert "approximate: estimated from checkpoints" in page and "approx max (approximate)" in page
+    assert f"{js['verdicts']['approximate']} approximate" in page
+    md = write_report(ev, tmp_path / "rep").read_text()
+    assert "approx max (approximate)" in md and "Checkpoints evaluated" in md and "trajectories.png" in md
+    from analyses.report_doc import fmt_value
+
+    assert f"| scale | 24 | {fmt_value(js['summary']['scale']['approx']['max'])} |" in md
+
+
+def test_checkpoint_report_renders_in_chromium(momentum_run, data, tmp_path):
+    from analyses.report import write_report
+
+    from .chromium import HOW_TO_GET, check_page, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip(HOW_TO_GET)
+    ev = _evaluate(momentum_run / "checkpoints", data, momentum_run, batches=2, **MOMENTUM)
+    page = write_report(ev, tmp_path / "rep").with_suffix(".html")
+    seen = check_page(page, binary)
+    assert seen.console_errors == [] and seen.failed_requests == []
+    assert all(u.startswith(("file:", "data:")) for u in seen.requests), seen.requests
+    assert len(seen.images) == page.read_text().count("<img ") > 10
+    assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in seen.images)
+    assert "Scale and rescale: APPROXIMATE (estimated from checkpoints)" in seen.text
+    assert "Figure 1: noisy parameters, smooth quantities" in seen.text and len(seen.screenshot) > 50_000

@@ -277,6 +277,8 @@ def test_late_attached_tracker_resumes_into_the_same_log(tmp_path):
     _loop(model2, opt2, 6, tracker=tr2, start=16)
     tr2.close()
     assert (tmp_path / "b" / "stats.bin").read_bytes() == ref
+    for name in ("samples.bin", "samples.crc", "stats.crc"):   # the per-step parameter sample resumes with the log
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
     assert (tmp_path / "b" / "initial_state.bin").read_bytes() == (tmp_path / "a" / "initial_state.bin").read_bytes()
     ev = evaluate_run(tmp_path / "b", checkpoints=False)
     _assert_trustworthy(ev)

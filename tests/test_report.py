@@ -225,7 +225,19 @@ def test_panels_follow_the_kinds_present(tmp_path):
     assert list(ev.series) == ["scale"] and one.shape[1] < 700  # 1 column ≈ 550 px wide, 3 ≈ 1650
     text = (tmp_path / "out" / "report.md").read_text()
     assert "No checkpoints" in text and "minibatch loss was not recorded" in text
-    assert "Individual entries need at least three checkpoints" in text
+    assert "recorded by the tracker at every step (samples.bin, 6 steps)" in text   # Figure 1 from the sample
+    # without the per-step sample (samples=0) and without checkpoints, Figure 1 says why it has no top row
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tr = Tracker(model, opt, tmp_path / "r0", syms, samples=0)
+    for xb, yb in batches(5):
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    tr.close()
+    write_report(evaluate_run(tmp_path / "r0"), tmp_path / "out0")
+    text = (tmp_path / "out0" / "report.md").read_text()
+    assert "Individual entries need a per-step sample" in text and "this run has neither" in text
 
 
 def test_layer_and_group_choice():

@@ -39,6 +39,12 @@ class Analysis:
     def all_certified(self) -> bool | None:
         return None if self.certificates is None else all(c.certified for c in self.certificates)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: counts per kind and a per-layer table (symmetry_engine/html_repr.py)."""
+        from ..html_repr import analysis_html
+
+        return analysis_html(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "format": "nmech-analysis/2",

@@ -111,6 +111,12 @@ class Evaluation:
     def verdicts(self) -> dict[str, int]:
         return {v: sum(1 for g in self.groups if g.verdict == v) for v in VERDICTS}
 
+    def _repr_html_(self) -> str:
+        """Jupyter: verdict counts, the per-kind summary and the warnings (symmetry_engine/html_repr.py)."""
+        from ..html_repr import evaluation_html
+
+        return evaluation_html(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         return _clean({
             "format": FORMAT,

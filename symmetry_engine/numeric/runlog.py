@@ -21,6 +21,7 @@ from .layout import HEADER, INITIAL_COLUMNS, KIND_ORDER, STATE_COLUMNS, RecordLa
 from .runfile import (DTYPE, RecordFile, RunLogError, count_records, map_records, read_json, read_records,
                       write_bytes_atomic, write_json_atomic)
 from .runlock import RunLock
+from .samples import SAMPLES_FILE, resume_keep
 from ..symmetry import KINDS, Symmetry, symmetries_from_json, symmetries_to_json
 
 FORMAT = "nmech-run/2"
@@ -82,6 +83,11 @@ class RunWriter:
     for the same reason. Nothing before step n is touched, and a log that ends before step n (a gap)
     is refused rather than papered over. A new log takes its ``layout`` and ``classes``; a resumed one
     reads them from run.json.
+
+    When run.json has a ``samples`` entry (numeric/samples.py) the writer also keeps ``samples.bin``:
+    ``append_sample`` buffers a row, and every write/flush puts the sample rows on disk before the stats
+    records, so a killed process never leaves a record without its row. On resume the rows of steps ≥ n
+    are cut by the same rule.
     """
 
     def __init__(self, run_dir: str | os.PathLike, meta: Mapping[str, Any] | None = None,
@@ -100,8 +106,11 @@ class RunWriter:
                                     overwrite)
             else:
                 keep = self._resume(int(resume_step), list(symmetries))
+            self._samples = self._open_samples(resume_step)
             self._file = RecordFile(self.stats_path, self.record_size, keep=keep)
         except BaseException:
+            if getattr(self, "_samples", None) is not None:
+                self._samples.close()
             self._lock.release()
             raise
 
@@ -113,6 +122,24 @@ class RunWriter:
     @property
     def record_size(self) -> int:
         return self.layout.record_size
+
+    def _open_samples(self, resume_step: int | None) -> RecordFile | None:
+        """samples.bin when run.json asks for it; a stale one (an overwritten run without samples) is removed."""
+        sm = self.meta.get("samples")
+        path = self.run_dir / SAMPLES_FILE
+        if not sm:
+            if resume_step is None:
+                for p in (path, path.with_suffix(".crc")):
+                    if p.exists():
+                        p.unlink()
+            return None
+        size = int(sm["record_size"])
+        keep = 0 if resume_step is None else resume_keep(path, size, int(resume_step))
+        return RecordFile(path, size, keep=keep)
+
+    @property
+    def samples_record_size(self) -> int | None:
+        return None if self._samples is None else self._samples.record_size
 
     def _create(self, meta: dict[str, Any], syms: list[Symmetry], layout: RecordLayout,
                 classes: list[OptimizerClass], initial: np.ndarray | None, overwrite: bool) -> int:
@@ -182,21 +209,35 @@ class RunWriter:
         if self._file.pending >= self.flush_every:
             self.flush()
 
+    def append_sample(self, row: np.ndarray) -> None:
+        """Buffer one sample row ``[n, entries...]`` (written with the next ``write``/``flush``)."""
+        if self._samples is not None and not self._closed:
+            self._samples.append(row)
+
     def flush(self) -> None:
-        """Write buffered records and fsync, so they survive a crash."""
+        """Write buffered records and fsync, so they survive a crash (sample rows first)."""
+        if self._samples is not None:
+            self._samples.flush()
         self._file.flush()
 
     def write(self) -> None:
         """Write buffered records without fsync (the tracker streams each record as it completes)."""
+        if self._samples is not None:
+            self._samples.write()
         self._file.write()
 
-    def close(self, final_record: np.ndarray | None = None, extra_meta: Mapping[str, Any] | None = None) -> None:
-        """Append the final state record (if given), flush, and mark run.json closed."""
+    def close(self, final_record: np.ndarray | None = None, extra_meta: Mapping[str, Any] | None = None,
+              final_sample: np.ndarray | None = None) -> None:
+        """Append the final state record (if given) and sample row, flush, and mark run.json closed."""
         if self._closed:
             return
         try:
+            if final_sample is not None:
+                self.append_sample(final_sample)
             if final_record is not None:
                 self.append(final_record)
+            if self._samples is not None:
+                self._samples.close()
             self._file.close()
             self._closed = True
             self.meta.update(dict(extra_meta or {}))
@@ -211,9 +252,13 @@ class RunWriter:
         if not self._closed:
             self._closed = True
             try:
-                self._file.close()
+                if self._samples is not None:
+                    self._samples.close()
             finally:
-                self._lock.release()
+                try:
+                    self._file.close()
+                finally:
+                    self._lock.release()
 
 
 #: Logs larger than this are read through a memory map, a chunk of rows at a time (``read_run(mmap=None)``).

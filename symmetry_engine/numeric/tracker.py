@@ -35,7 +35,9 @@ from . import kernels
 from .classes import CLASS_COLUMNS, OptimizerClass, assign_classes, check_classes, class_row, rule_of
 from .layout import RecordLayout
 from .partial_sums import PartialSums
+from .record_sink import RecordSink as _RecordSink
 from .runlog import FORMAT, RunLogError, RunWriter
+from .samples import DEFAULT_COUNT, Sampler, check_entries, choose_entries, samples_meta
 from ..symmetry import Symmetry
 
 F64 = torch.float64
@@ -76,49 +78,6 @@ def _rank() -> int:
     return d.get_rank() if d.is_available() and d.is_initialized() else 0
 
 
-class _RecordSink:
-    """Completed records → ``stats.bin``: written as each completes, fsynced every ``sync_every`` records."""
-
-    def __init__(self, writer: RunWriter, device: torch.device, sync_every: int) -> None:
-        self.writer, self.sync_every, self.unsynced = writer, max(1, sync_every), 0
-        self.cuda = device.type == "cuda"
-        self._host: torch.Tensor | None = None
-        self._inflight: tuple[torch.Tensor, Any, Callable[[np.ndarray], None]] | None = None
-
-    def submit(self, rec: torch.Tensor, fill: Callable[[np.ndarray], None]) -> None:
-        """Queue a device record; ``fill`` completes its host-known fields (step, hyper-parameters)."""
-        if not self.cuda:
-            self._write(rec.numpy(), fill)
-            return
-        self.drain()  # the previous record's copy finished long ago (one step of GPU work was queued after it)
-        if self._host is None:
-            self._host = torch.empty(rec.shape, dtype=rec.dtype, pin_memory=True)
-        self._host.copy_(rec, non_blocking=True)
-        ev = torch.cuda.Event()
-        ev.record()
-        self._inflight = (self._host, ev, fill)
-
-    def drain(self) -> None:
-        if self._inflight is not None:
-            host, ev, fill = self._inflight
-            self._inflight = None
-            ev.synchronize()
-            self._write(host.numpy(), fill)
-
-    def _write(self, rec: np.ndarray, fill: Callable[[np.ndarray], None]) -> None:
-        fill(rec)
-        self.writer.append(rec)
-        self.writer.write()
-        self.unsynced += 1
-        if self.unsynced >= self.sync_every:
-            self.sync()
-
-    def sync(self) -> None:
-        self.drain()
-        self.writer.flush()
-        self.unsynced = 0
-
-
 @dataclass
 class _StepInfo:
     """What the host knows about the step in flight (filled into its record when it reaches the host)."""
@@ -145,14 +104,21 @@ class Tracker:
     trackers count steps only, so their ``state_dict`` matches. ``autocast_dtype`` / ``grad_scaler``
     describe mixed-precision training for run.json and the verdicts (numeric/verdicts.py); with a
     GradScaler, call ``record_loss`` once per iteration and skipped steps are counted. ``fused=False``
-    forces the torch reductions instead of the numba loop (numeric/kernels.py).
+    forces the torch reductions instead of the numba loop (numeric/kernels.py). ``samples`` entries of
+    one parameter per tracked layer are recorded at every step into ``samples.bin`` (numeric/samples.py;
+    0 turns it off; a resumed log keeps the sample it was started with). ``tensorboard`` names a directory
+    for live TensorBoard scalars (numeric/tensorboard.py): every ``tensorboard_every`` steps (default
+    ``flush_every``) the log so far is evaluated and its new steps written, the monitor's time kept under
+    ``tensorboard_budget`` (5%) of the wall time.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | os.PathLike,
                  symmetries: Sequence[Symmetry], meta: Mapping[str, Any] | None = None,
                  flush_every: int = 50, overwrite: bool = False, max_pending_bytes: int = 8 << 20, *,
                  autocast_dtype: torch.dtype | str | None = None, grad_scaler: Any = None,
-                 rank0_only: bool = True, fused: bool | None = None) -> None:
+                 rank0_only: bool = True, fused: bool | None = None, samples: int = DEFAULT_COUNT,
+                 tensorboard: str | os.PathLike | None = None, tensorboard_every: int | None = None,
+                 tensorboard_budget: float = 0.05) -> None:
         model = unwrap_model(model)
         self.model, self.optimizer, self.run_dir = model, optimizer, run_dir
         self.symmetries = list(symmetries)
@@ -167,6 +133,17 @@ class Tracker:
         self.fused = kernels.HAVE_NUMBA if fused is None else bool(fused) and kernels.HAVE_NUMBA
         self.autocast_dtype = None if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")
         self.grad_scaler = grad_scaler
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
+            raise ValueError(f"samples must be a non-negative integer (entries per layer), got {samples!r}")
+        self.samples = samples
+        self._sampler: Sampler | None = None
+        self.monitor = None   # the live TensorBoard monitor, made when the log opens
+        self._tensorboard = None
+        if tensorboard is not None and self.active:
+            from .tensorboard import require_tensorboard
+
+            require_tensorboard()   # one-line ImportError with the install hint, before anything is written
+            self._tensorboard = (tensorboard, int(tensorboard_every or self.flush_every), float(tensorboard_budget))
         self._writer: RunWriter | None = None
         self._sink: _RecordSink | None = None
         self._resume_step: int | None = None
@@ -297,8 +274,17 @@ class Tracker:
             if why is not None:
                 w.abandon()
                 raise RunLogError(f"{self.run_dir}: cannot resume this log: {why}")
+            sm = w.meta.get("samples")
+            if sm:
+                try:
+                    check_entries(sm, {n: tuple(p.shape) for n, p in self._params.items()}, self.run_dir)
+                except RunLogError:
+                    w.abandon()
+                    raise
+                self._sampler = Sampler(sm["params"], self._params, self.device)
             self._build_plan(w.classes, w.layout)
             self._writer = w
+            self._start_monitor()
             self._sink = _RecordSink(w, self.device, sync_every(w.record_size))
             return w
         classes, assignment = assign_classes(self.optimizer, self._params)
@@ -318,6 +304,10 @@ class Tracker:
                                    "recorded_by_rank": self.rank}
         meta.update(self.meta)
         meta["group_entries"] = [self._entries_of(s) for s in self.symmetries]
+        entries = choose_entries({n: tuple(p.shape) for n, p in self.model.named_parameters() if n in self._params},
+                                 self.samples)
+        meta["samples"] = samples_meta(entries)
+        self._sampler = Sampler(entries, self._params, self.device) if entries else None
         sources = sorted({self._delta_source(self._group_of[n]) for n in self._params})
         meta["tracker"] = {"delta_source": sources, "optimizer_class": type(self.optimizer).__name__,
                            "model_class": type(self.model).__name__, "torch": torch.__version__,
@@ -327,7 +317,15 @@ class Tracker:
                                  initial_state=self._initial_state(), flush_every=self.flush_every,
                                  overwrite=self.overwrite)
         self._sink = _RecordSink(self._writer, self.device, sync_every(layout.record_size))
+        self._start_monitor()
         return self._writer
+
+    def _start_monitor(self) -> None:
+        if self._tensorboard is not None and self.monitor is None:
+            from .tensorboard import LiveMonitor
+
+            d, every, budget = self._tensorboard
+            self.monitor = LiveMonitor(self.run_dir, d, every=every, budget=budget)
 
     def flush(self) -> None:
         """Write the record in flight and fsync the log."""
@@ -374,6 +372,8 @@ class Tracker:
                    if self._sources[n] == "update_rule"}
             self._snapshot = {n: self._params[n].detach().clone() for n, s in self._sources.items() if s == "snapshot"}
             self._sums.run("pre", optimizer, self._sources, self._had_grad, self._snapshot, gscale, lam)
+            if self._sampler is not None:
+                self._sampler.take()   # θ_n's sampled entries, beside record n
             self._rec[3] = self._sums.grad_sq(gscale)
             hp = np.asarray([v for c, ps in zip(self.classes, self._class_params)
                              for v in class_row(optimizer, c, ps)], dtype=np.float64)
@@ -403,7 +403,10 @@ class Tracker:
         self._snapshot = {}
         self._loss = float("nan")
         self.step += 1
-        self._sink.submit(self._rec, self._filler(info))
+        self._sink.submit(self._rec, self._filler(info), None if self._sampler is None else self._sampler.row)
+        if self.monitor is not None and self.step % self.monitor.every == 0:
+            self._sink.drain()   # the record in flight (CUDA) reaches the file first
+            self.monitor.update()
 
     def _filler(self, info: _StepInfo) -> Callable[[np.ndarray], None]:
         gth, cpos = self._gather, self._class_pos
@@ -440,8 +443,14 @@ class Tracker:
             if self._loss_pending and self.grad_scaler is not None:
                 self.skipped_steps += 1  # the last iteration's step never ran
             extra = {"amp": {**w.meta.get("amp", {}), "skipped_steps": int(self.skipped_steps)}}
-        w.close(rec.cpu().numpy(), extra_meta=extra)
+        final_sample = None
+        if self._sampler is not None:
+            final_sample = self._sampler.take().cpu().numpy().copy()
+            final_sample[0] = float(self.step)
+        w.close(rec.cpu().numpy(), extra_meta=extra, final_sample=final_sample)
         self._detach()
+        if self.monitor is not None:
+            self.monitor.close()
 
     @property
     def closed(self) -> bool:
@@ -461,6 +470,11 @@ class Tracker:
             if self._writer is not None:
                 self._writer.abandon()
             self._detach()
+            if self.monitor is not None:
+                try:
+                    self.monitor.close()   # what the log holds, up to its last row
+                except Exception:  # noqa: BLE001 - a failing monitor must not hide the failure being handled
+                    pass
 
     def _detach(self) -> None:
         for h in self._handles:
