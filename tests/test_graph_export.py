@@ -42,6 +42,23 @@ def test_graph_file_round_trip(tmp_path, suffix: str) -> None:
     assert sorted(sum(x.startswith("gl:") for x in d["groups"].split(";")) for d in linears) == [2, 2, 2, 2]
     assert all(int(d["n_groups"]) == len([x for x in d["groups"].split(";") if x]) for d in linears)
     assert any(d["shape"] == "2x4x5x4" for _, d in g.nodes(data=True))
+    # the feature axes the matrix pass tracked: [B, S, F] out of a Linear, then heads after view + transpose
+    assert all(d["label_axes"] == "2" for d in linears)
+    views = [d for _, d in g.nodes(data=True) if d["op"] == "aten.view" and d["label_axes"]]
+    assert views and all(d["label_axes"] == "2,3" for d in views)
+    # q, k, v to [B, H, S, d] (heads on 1, features on 3); the attention output back to [B, S, H, d]
+    assert sorted(d["label_axes"] for _, d in g.nodes(data=True) if d["op"] == "aten.transpose") == \
+        ["1,3", "1,3", "1,3", "2,3"]
+
+
+def test_graph_names_where_labels_stop(tmp_path) -> None:
+    """A GELU on the queries: the Q/K groups are gone and the GELU node says why."""
+    torch.manual_seed(1)
+    a = analyze(Heads(q_act=True), torch.randn(2, 5, 8))
+    g = read_graph(write_graph(a, tmp_path / "g.json") and tmp_path / "g.json")
+    gelu = [d for _, d in g.nodes(data=True) if d["op"] == "aten.gelu"]
+    assert len(gelu) == 1 and gelu[0]["matrix_blocks"] == "aten.gelu"
+    assert len(json.loads(g.graph["matrix_groups"])) == 2
 
 
 def test_cli_graph_and_drawing(tmp_path, capsys) -> None:

@@ -13,6 +13,10 @@ to.  Node attributes are plain strings and numbers so GraphML readers (Gephi, yE
                  the analysis's ``matrix_symmetries``) and diagonal families ``<kind>:<layer>`` (one id per
                  kind and layer, not one per channel)
   ``n_groups``   how many ids ``groups`` lists
+  ``label_axes`` the axes along which the matrix pass's producer labels vary (the feature axes it tracked:
+                 "2" for a Linear's [B, S, F] output, "1,3" for heads after view + transpose), else ""
+  ``matrix_blocks`` the first reason this op stopped producer labels (``aten.gelu``, "query or key without
+                 its partner", ...), else ""
 Graph attributes: ``matrix_groups`` (JSON: id → note, layer, r, subgroup) and ``families`` (JSON: id → count).
 An op node belongs to a group when it reads one of the group's parameters.
 """
@@ -61,7 +65,8 @@ def export_graph(analysis: Any) -> nx.DiGraph:
         out.add_node(n, kind=d["kind"], op=d.get("target") or d["kind"], param=d.get("param") or "",
                      shape="x".join(map(str, shape)) if shape else "", ndim=len(shape) if shape else -1,
                      feature_axis="" if d.get("target") not in FEATURE_AXIS else str(FEATURE_AXIS[d["target"]]),
-                     groups=";".join(groups), n_groups=len(groups))
+                     groups=";".join(groups), n_groups=len(groups), label_axes=d.get("label_axes", ""),
+                     matrix_blocks=d.get("matrix_blocks", ""))
     for u, v in g.edges():
         if u in out and v in out:
             out.add_edge(u, v)

@@ -69,6 +69,10 @@ class _Propagate(AttentionEnds):
         self.flows: dict[str, Any] = {}
         self.res = FlowResult()
         self.next_label = 0
+        self.current: str | None = None
+        for _, d in self.g.nodes(data=True):            # annotations of a previous pass on this graph
+            d.pop("label_axes", None)
+            d.pop("matrix_blocks", None)
         self.next_row = 0
 
     # -- bookkeeping ---------------------------------------------------------------------------------
@@ -83,6 +87,8 @@ class _Propagate(AttentionEnds):
                 self.res.blocked |= new
                 if new:
                     self.res.reasons[reason] = self.res.reasons.get(reason, 0) + len(new)
+                    if self.current is not None:           # the graph export shows where labels stop
+                        self.g.nodes[self.current].setdefault("matrix_blocks", reason)
 
     def fresh_rows(self, n: int) -> torch.Tensor:
         out = torch.arange(self.next_row, self.next_row + n, dtype=torch.int64)
@@ -162,6 +168,15 @@ class _Propagate(AttentionEnds):
         return self.res
 
     def visit(self, name: str) -> None:
+        self.current = name
+        self._visit(name)
+        f = self.flows.get(name)
+        if isinstance(f, Flow) and f.code.ndim:         # axes along which labels vary: the feature axes here
+            axes = [i for i in range(f.code.ndim) if f.code.shape[i] > 1
+                    and bool((f.code != f.code.narrow(i, 0, 1)).any())]
+            self.g.nodes[name]["label_axes"] = ",".join(map(str, axes))
+
+    def _visit(self, name: str) -> None:
         d = self.g.nodes[name]
         if d["kind"] in ("loss", "output"):
             for p in self.g.predecessors(name):
