@@ -4,7 +4,7 @@ Layout: data flows left to right in columns (longest path from the inputs), para
 before the layer that reads them.  Each matrix group (GL(r) pair, attention head) gets a colour: its
 parameters and layer ops are filled with it and listed in the legend with their note; nodes that carry
 only diagonal families (scale, rescale, translation) get a grey-blue fill; ops outside every group stay
-white.  Plumbing without data (shape assertions, constant buffers) is left out.
+white; a red outline marks an op where the matrix pass stopped.  Plumbing without data (shape assertions, constant buffers) is left out.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import networkx as nx
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324", "#800000",
            "#469990", "#808000", "#000075", "#bfef45", "#fabed4", "#ffd8b1", "#dcbeff", "#aaffc3", "#a9a9a9"]
 DIAGONAL = "#c9d6ea"
+STOP = "#d62728"
 BAND = 32
 MAX_INDIVIDUAL = 12
 
@@ -92,7 +93,9 @@ def draw_graph(g: nx.DiGraph, path: str | Path, title: str = "") -> list[Path]:
         face = colour[gl[0]] if gl else (DIAGONAL if ids else "white")
         x, y = pos[n]
         marker = "s" if d["kind"] == "param" else ("D" if d["kind"] in ("input", "loss") else "o")
-        ax.scatter([x], [y], s=170, marker=marker, c=face, edgecolors="#333333", linewidths=0.8, zorder=3)
+        stops = bool(d.get("matrix_blocks"))
+        ax.scatter([x], [y], s=170, marker=marker, c=face, edgecolors=STOP if stops else "#333333",
+                   linewidths=2.0 if stops else 0.8, zorder=3)
         rings = list(dict.fromkeys(colour[x] for x in gl[1:] if colour[x] != face))[:3]
         for k, ring in enumerate(rings):          # groups of other colours as rings
             ax.scatter([x], [y], s=260 + 120 * k, marker=marker, facecolors="none", edgecolors=ring,
@@ -115,6 +118,8 @@ def draw_graph(g: nx.DiGraph, path: str | Path, title: str = "") -> list[Path]:
                           label=f"{k}: {counts[k]} groups") for k, c in kind_colour.items()]
     handles.append(Line2D([], [], marker="o", ls="", markerfacecolor=DIAGONAL, markeredgecolor="#333333",
                           label="scale / rescale / translation families only"))
+    handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor=STOP, markeredgewidth=2,
+                          label="red outline: stops the matrix pass (reason in the graph file's matrix_blocks)"))
     handles.append(Line2D([], [], marker="s", ls="", markerfacecolor="white", markeredgecolor="#333333",
                           label="square: parameter   circle: op   diamond: input / loss"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
