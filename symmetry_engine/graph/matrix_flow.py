@@ -192,9 +192,12 @@ class _Propagate(AttentionEnds):
                     out = None
                 if out is not None:
                     self.flows[name] = out
-            spec = self.source(name, d)
-            if spec is not None and name not in self.flows:
-                self.start(name, d, spec)
+            try:
+                spec = self.source(name, d)
+                if spec is not None and name not in self.flows:
+                    self.start(name, d, spec)
+            except (RuntimeError, ValueError, TypeError, IndexError, KeyError):   # unusual args: not a producer
+                self.flows.pop(name, None)
 
     def step(self, name: str, d: dict, ins: dict[str, Any]) -> Any:
         t, args = d["target"], d["args"]
