@@ -153,7 +153,10 @@ def cached_analysis(args: argparse.Namespace, certify: bool, before_store: Calla
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    data = cached_analysis(args, certify=args.certify)
+    if getattr(args, "graph", None):
+        data = _analysis_with_graph(args)
+    else:
+        data = cached_analysis(args, certify=args.certify)
     if getattr(args, "count_laws", False):
         data = {**data, "law_count": _count_laws(data)}
     if args.json:
@@ -171,6 +174,35 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analysis_with_graph(args: argparse.Namespace) -> dict[str, Any]:
+    """``--graph FILE``: a fresh analysis (the cache keeps no graph), its graph written as GraphML or
+    node-link JSON, and a drawing beside it (same stem, .svg and .png)."""
+    from pathlib import Path
+
+    from symmetry_engine.graph.export import GRAPH_SUFFIXES
+
+    target = Path(args.graph)
+    if target.suffix.lower() not in GRAPH_SUFFIXES:
+        raise CliError(f"--graph file must end in .graphml or .json, got {target.name!r}")
+    if not target.parent.is_dir():
+        raise CliError(f"--graph: directory {str(target.parent)!r} does not exist")
+    from analyses.graph_figure import draw_graph
+    from symmetry_engine.graph.analysis import analyze
+    from symmetry_engine.graph.export import write_graph
+
+    model, _, example = load_model(args)
+    result = analyze(model, example, loss=args.loss, certify_symmetries=args.certify,
+                     batch_size=args.certify_batch, samples=args.certify_samples)
+    g = write_graph(result, target)
+    drawings = draw_graph(g, target, title=f"{args.model}: {g.number_of_nodes()} nodes, "
+                                           f"{len(result.matrix_symmetries)} matrix groups")
+    print(f"graph: {target} ({g.number_of_nodes()} nodes, {g.number_of_edges()} edges); drawing: "
+          + ", ".join(map(str, drawings)), file=sys.stderr)
+    data = result.to_json()
+    data["model"] = {"spec": args.model, "input_shape": list(example.shape[1:]), "num_classes": args.num_classes}
+    return data
+
+
 def _count_laws(data: dict[str, Any]) -> dict[str, Any]:
     """``--count-laws``: independent conservation laws of the analysis (symmetry_engine.numeric.law_count)."""
     from symmetry_engine.numeric.law_count import law_count_report
@@ -184,6 +216,16 @@ def format_analysis(data: dict[str, Any]) -> str:
     lines = [f"{model.get('spec')}  input {','.join(map(str, model.get('input_shape', [])))}  loss {data['loss']}  "
              f"(captured with {data['capture']})",
              "symmetries: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items())]
+    matrix = data.get("matrix_symmetries") or []
+    if matrix:
+        kinds: dict[str, int] = {}
+        for m in matrix:
+            note = m.get("note", "")
+            k = "query/key" if "query/key" in note else "value/output" if "value/output" in note else "pairs"
+            kinds[k] = kinds.get(k, 0) + 1
+        sub = sum(m.get("basis") is not None for m in matrix)
+        lines.append(f"matrix symmetries: {len(matrix)} (" + ", ".join(f"{k} {v}" for k, v in kinds.items())
+                     + (f"; {sub} rotary subgroups" if sub else "") + ")")
     per_layer: dict[tuple[str, str], list[dict]] = {}
     for s in data["symmetries"]:
         per_layer.setdefault((s["kind"], s["layer"]), []).append(s)
@@ -193,9 +235,7 @@ def format_analysis(data: dict[str, Any]) -> str:
                        + ("" if m["axis"] is None else f"[ax{m['axis']}:{_idx(tuple(m['indices']))}]")
                        for m in syms[0]["members"])
         lines.append(f"{kind:<12} {layer:<32} {len(syms):>6}  {ex}")
-    for m in data.get("matrix_symmetries", []):
-        lines.append(f"{'gl':<12} {m['first_weight'] + ' → ' + m['second_weight']:<32} {1:>6}  "
-                     f"GL({m['hidden']}): W1 → M W1, W2 → W2 M⁻¹; {m['laws']} independent laws")
+    lines += format_matrix_lines(data.get("matrix_symmetries") or [])
     if data["unknown_ops"]:
         lines.append("unknown ops (blocking): " + ", ".join(data["unknown_ops"]))
     blocked = list(data.get("blocked", {}).items())
@@ -216,6 +256,20 @@ def format_analysis(data: dict[str, Any]) -> str:
             lines.append(f"  NOT certified: {c['key']} grad {c['grad_rel']:.1e} "
                          f"loss {c['loss_rel_single'] or c['loss_rel_joint']:.1e}")
     return "\n".join(lines)
+
+
+def format_matrix_lines(matrix: list[dict[str, Any]]) -> list[str]:
+    """One line per matrix symmetry (member form): group, layer, note, members acting by M and by M⁻ᵀ."""
+    from symmetry_engine.matrix_symmetry import GLSymmetry
+
+    lines = []
+    for raw in matrix:
+        s = GLSymmetry.from_json(raw)
+        group = f"GL({s.r})" if s.basis is None else f"subgroup of GL({s.r}), dim {len(s.basis)}"
+        side = lambda act: ", ".join(f"{m.param}[ax{m.axis}:{_idx(m.indices)}]" for m in s.members if m.act == act)  # noqa: E731
+        laws = f"; {raw['laws']} independent laws" if raw.get("laws") is not None else ""
+        lines.append(f"{'gl':<12} {s.layer:<32} {1:>6}  {group} {s.note}: M · {side('M')}; M⁻ᵀ · {side('M^-T')}{laws}")
+    return lines
 
 
 def _idx(indices: tuple[int, ...]) -> str:
@@ -326,6 +380,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="ignore the on-disk analysis cache")
     p.add_argument("--count-laws", action="store_true",
                    help="also count the independent conservation laws (Jacobian rank at a random point)")
+    p.add_argument("--graph", metavar="FILE", default=None,
+                   help="write the analysed graph (FILE.graphml or FILE.json, node-link) with each node's op, "
+                        "shape, feature axis and groups, and a drawing beside it (.svg, .png) (default: none)")
     add_threads_argument(p)
     p.set_defaults(func=cmd_analyze)
 

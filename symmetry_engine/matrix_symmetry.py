@@ -132,6 +132,7 @@ class GLSymmetry:
         out: dict[str, Any] = {"kind": "gl", "r": self.r, "layer": self.layer, "note": self.note,
                                "members": [m.to_json() for m in self.members],
                                "basis": None if self.basis is None else [[list(row) for row in b] for b in self.basis]}
+        out.update({k: v for k, v in self.extra.items() if k not in out})   # e.g. "laws" from the analyzer
         return out
 
     @classmethod

@@ -33,7 +33,6 @@ class Gap:
 
 KNOWN_GAPS: dict[str, Gap] = {
     "attention": Gap("matmul/softmax/transpose block: Q/K and V/O rescales and key-bias translations are not found"),
-    "attention-gl": Gap("per-head Q/K and V/O GL(d_head) (grouped-query included) are not found"),
     "glu": Gap("a product of two activations blocks: GLU value (and ReLU-gate) rescales are not found"),
     "rmsnorm": Gap("RMSNorm (aten.rms_norm) is an unknown op: its scale symmetry is not found"),
     "norm-gain": Gap("LayerNorm/RMSNorm gain rows against the next layer's columns are not found"),

@@ -180,10 +180,13 @@ def test_gl_pairs_are_reported_and_certified() -> None:
     model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
     result = analyze(model, torch.randn(3, 6), certify_symmetries=True)
     (gl,) = result.matrix_symmetries
-    assert (gl.first_weight, gl.first_bias, gl.second_weight, gl.hidden, gl.laws) == ("0.weight", "0.bias", "1.weight", 4, 10)
+    assert gl.r == 4 and [(m.param, m.axis, m.indices, m.act) for m in gl.members] == [
+        ("0.weight", 0, (0, 1, 2, 3), "M"), ("0.bias", 0, (0, 1, 2, 3), "M"), ("1.weight", 1, (0, 1, 2, 3), "M^-T")]
     cert = [c for c in result.certificates if c.kind == "gl"]
     assert len(cert) == 1 and cert[0].certified and cert[0].loss_rel_joint <= LOSS_TOL
-    assert result.to_json()["matrix_symmetries"][0]["laws"] == 10
+    data = result.to_json()
+    assert data["format"] == "nmech-analysis/2" and data["matrix_symmetries"][0]["laws"] == 10
+    assert data["matrix_symmetries"][0]["kind"] == "gl" and data["matrix_symmetries"][0]["basis"] is None
     # a ReLU between the layers removes it
     assert analyze(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)), torch.randn(3, 6)).matrix_symmetries == []
 

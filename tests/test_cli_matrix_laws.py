@@ -74,3 +74,33 @@ def test_cli_kinds_gl_and_relu_without_section(capsys) -> None:
     assert "== gl" not in capsys.readouterr().out
     assert main(["laws", "mlp", "--kinds", "gl,bogus"]) == 2
     assert "unknown symmetry kind(s) bogus" in capsys.readouterr().err
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "analyses.cli", *argv], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_laws_and_count_for_an_analysed_attention_model() -> None:
+    """`nmech laws` prints each head's matrices from the analyzer (grouped-query heads, rotary subgroup);
+    `--count-laws` counts them: 2 × (2 + 10) = 24."""
+    spec = ("tests.attention_models:gqa_rotary", "--input-shape", "5,8", "--no-cache")
+    res = _cli("laws", *spec, "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)["matrix"]["symmetries"]
+    assert [(r["subgroup"], r["laws"]) for r in rows] == [(True, 2), (True, 2), (False, 10), (False, 10)]
+    assert rows[0]["X"] == ["q.weight[0:4]", "q.bias[0:4]", "q.weight[4:8]", "q.bias[4:8]"]
+    assert rows[0]["Y"] == ["k.weight[0:4]", "k.bias[0:4]"]
+    assert rows[2]["Y"] == ["o.weight[:, 0:4]ᵀ", "o.weight[:, 4:8]ᵀ"]
+    text = _cli("laws", *spec)
+    assert "key head 0: query/key logits (query heads 0, 1)" in text.stdout
+    res = _cli("analyze", *spec, "--loss", "mse", "--count-laws", "--json")
+    assert res.returncode == 0, res.stderr
+    lc = json.loads(res.stdout)["law_count"]
+    assert lc["count"] == 24 and lc["by_family"] == {"gl-subgroup": 4, "gl": 20}
+    text = _cli("analyze", *spec, "--loss", "mse")
+    assert "matrix symmetries: 4 (query/key 2, value/output 2; 2 rotary subgroups)" in text.stdout
+    assert text.stdout.count("\ngl ") == 4

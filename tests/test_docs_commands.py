@@ -92,6 +92,13 @@ def check(argv: list[str], out: str, cwd: Path) -> None:
             if "--certify" in argv:
                 m = re.search(r"certified: (\d+)/(\d+)", out)
                 assert m and m.group(1) == m.group(2) and int(m.group(1)) > 0, out[-800:]
+        if "--graph" in argv:
+            import networkx as nx
+
+            graph = cwd / argv[argv.index("--graph") + 1]
+            g = nx.read_graphml(graph) if graph.suffix == ".graphml" else None
+            assert graph.stat().st_size > 1000 and (g is None or g.number_of_nodes() > 0)
+            assert graph.with_suffix(".png").stat().st_size > 1000 and graph.with_suffix(".svg").exists()
     elif cmd == "laws":
         if "--json" in argv:
             assert json.loads(out)["laws"]

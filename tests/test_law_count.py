@@ -172,3 +172,39 @@ def test_cli_count_laws(capsys) -> None:
                  "--model-kw", 'activation="identity"', "--count-laws", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["law_count"]["count"] == 15 + 10 and data["law_count"]["by_family"]["gl"] == 25
+
+
+# -- counts from the analyzer's own matrix symmetries (nothing added by hand) ------------------------------
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_attention_layer_from_the_analyzer(bias: bool, residual: bool) -> None:
+    """The analyzer alone finds exactly the per-head Q/K and V/O groups of nn.MultiheadAttention, and their
+    count is the theorem's: 2 heads × (10 + 10) = 40, with or without a residual connection."""
+    torch.manual_seed(4)
+    rep, a = analyzed_count(Attention(bias=bias, residual=residual), torch.randn(2, 5, 8))
+    sig = lambda syms: {tuple((m.param, m.axis, m.indices, m.act) for m in s.members) for s in syms}  # noqa: E731
+    assert sig(a.matrix_symmetries) == sig(multihead_attention("attn", 8, 2, bias=bias))
+    assert rep.by_family.get("gl") == 2 * 2 * 10
+    assert rep.count == 2 * 2 * (4 * 5 // 2)
+
+
+def test_grouped_query_and_rotary_counts_from_the_analyzer() -> None:
+    """4 query heads on 2 key/value heads, d_h = 4: per kv head 10 (Q/K: the shared C of both query heads
+    against the key head) + 10 (V/O) = 40; with rotary embeddings the Q/K part keeps d_h/2 = 2 per kv head
+    (the traces of the 2×2 frequency blocks): 2 × (2 + 10) = 24."""
+    from tests.attention_models import gqa, gqa_rotary
+
+    rep, a = analyzed_count(gqa(), torch.randn(2, 5, 8))
+    assert len(a.matrix_symmetries) == 4 and rep.count == 40 and rep.by_family == {"gl": 40}
+    rep, a = analyzed_count(gqa_rotary(), torch.randn(2, 5, 8))
+    assert rep.count == 24 and rep.by_family == {"gl-subgroup": 4, "gl": 20}
+
+
+def test_gl_blocks_are_not_counted_twice_with_their_rescale_diagonals() -> None:
+    """Linear → Linear → ReLU → Linear: the analyzer reports GL(4) on the first pair and 5 rescales on the
+    ReLU; the rescale diagonals of the GL block are not reported twice, and the count is 10 + 5."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    rep, a = analyzed_count(model, torch.randn(4, 6))
+    assert len(a.matrix_symmetries) == 1 and rep.count == 10 + 5
+    assert rep.functions >= rep.count

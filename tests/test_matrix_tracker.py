@@ -352,3 +352,30 @@ def test_chunked_forecasts_and_unclosed_log(tmp_path, monkeypatch) -> None:
     ev = evaluate_matrix_run(tmp_path / "b")
     assert not ev["closed"] and ev["steps"] == 6      # abort flushed all 7 records; the last is the final state
     assert all(r["verdict"] == "holds" and r["err_exact"] <= 1e-12 for r in ev["symmetries"])
+
+
+def test_analyzer_groups_of_grouped_query_rotary_attention_hold(tmp_path) -> None:
+    """What the analyzer finds (grouped-query Q/K on the rotary subgroup, V/O GL(4) with two output blocks
+    each) goes straight from its JSON into the tracker; a float64 SGD + heavy-ball run satisfies every
+    exact law to ≤ 1e-12 while C moves."""
+    from symmetry_engine.graph.analysis import analyze
+    from tests.test_attention_matrix import Heads
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = Heads(H=4, Hkv=2, rope="half", explicit=True), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x))
+
+    torch.manual_seed(6)
+    model = Classifier().double()
+    x, y = data((16, 5, 8), 6)
+    found = analyze(model, x[:2]).to_json()["matrix_symmetries"]
+    assert len(found) == 4 and sum(s["basis"] is not None for s in found) == 2
+    train(model, x, y, tmp_path, found)
+    ev = evaluate_matrix_run(tmp_path)
+    assert ev["summary"]["verdicts"] == {"holds": 4}
+    for row in ev["symmetries"]:
+        assert row["err_exact"] <= 1e-12 and row["err_law"] <= 1e-12 and row["drift"] > 1e-4, row

@@ -9,10 +9,11 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .certify import GRAD_TOL, LOSS_TOL, Certificate, certify, certify_matrix
+from .certify import GRAD_TOL, LOSS_TOL, Certificate, certify
+from .matrix_certify import certify_matrix
 from .capture import capture
 from .detect import detect_symmetries
-from .matrix import MatrixSymmetry
+from ..matrix_symmetry import GLSymmetry
 from ..symmetry import Symmetry, count_by_kind
 
 
@@ -28,7 +29,7 @@ class Analysis:
     blocked_reasons: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     certificates: list[Certificate] | None = None
-    matrix_symmetries: list[MatrixSymmetry] = field(default_factory=list)
+    matrix_symmetries: list[GLSymmetry] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -46,7 +47,7 @@ class Analysis:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "format": "nmech-analysis/1",
+            "format": "nmech-analysis/2",
             "loss": self.loss,
             "capture": self.capture_method,
             "counts": self.counts,
@@ -62,7 +63,8 @@ class Analysis:
             out["certification"] = {
                 "all_certified": self.all_certified,
                 "tolerances": {"loss_rel": LOSS_TOL, "grad_rel": GRAD_TOL},
-                "method": "float64 copy, normalizer eps -> 1e-300; random alpha in [0.5, 2]",
+                "method": "float64 copy, normalizer eps -> 1e-300; random alpha in [0.5, 2]; matrix groups: one "
+                          "random group element (GL: U diag(s) V^T, s in [0.5, 2]; subgroups: expm over the basis)",
                 "results": [c.to_json() for c in self.certificates],
             }
         return out

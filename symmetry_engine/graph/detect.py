@@ -10,7 +10,8 @@ import numpy as np
 
 from ..symmetry import Member, Symmetry
 from .capture import CapturedGraph
-from .matrix import MatrixSymmetry, matrix_pass
+from ..matrix_symmetry import GLSymmetry
+from .matrix import matrix_pass
 from .scaling import FLAT, scaling_pass
 from .translation import translation_pass
 
@@ -21,7 +22,7 @@ class Detection:
     unknown_ops: list[str]
     norm_eps: float
     blocked_reasons: dict[str, int] = field(default_factory=dict)
-    matrix_symmetries: list[MatrixSymmetry] = field(default_factory=list)
+    matrix_symmetries: list[GLSymmetry] = field(default_factory=list)
 
 
 @lru_cache(maxsize=None)
