@@ -122,9 +122,11 @@ class GLU(Block):
 
     def declare(self, p, d):
         n = self.v.out_features
-        d.rescale_rows("glu", p + "v", _bias(self.v, p + "v"), p + "o.weight", n)
+        # a ReLU gate makes the family two-dimensional per channel (value ↔ down and gate ↔ down): its own tag
+        tag = "glu-relu" if self.kind == "relu" else "glu"
+        d.rescale_rows(tag, p + "v", _bias(self.v, p + "v"), p + "o.weight", n)
         if self.kind == "relu":
-            d.rescale_rows("glu", p + "g", _bias(self.g, p + "g"), p + "o.weight", n)
+            d.rescale_rows(tag, p + "g", _bias(self.g, p + "g"), p + "o.weight", n)
 
 
 class Norm(Block):

@@ -21,6 +21,7 @@ CONSTRUCTS = {
     "attention": ("seq", "attn"),
     "attention-gl": ("seq", "mha"),
     "glu": ("vec", "glu"),
+    "glu-relu": ("vec", "glu"),
     "rmsnorm": ("seq", "norm"),
     "norm-gain": ("vec", "norm"),
     "reshape": ("vec", "reshape"),
