@@ -217,14 +217,12 @@ class Stepper(ContractionRules):
             sh = shifted.get(src)
             if sh is None:
                 raise Broken()   # only a parameter argument moves (PReLU's slope)
-            if target in ax.IDENTITY or target == "aten.neg":
-                return sh
-            if target == "aten.clamp_min":
-                raise Broken()
             if target in ("aten.dropout", "aten.native_dropout", "aten.feature_dropout", "aten.alpha_dropout"):
                 p, train = arg(args, 1, 0.5), arg(args, 2, True)
                 out = sh if (p == 0 or train is False) else _modulate(sh, _varying(os_, range(len(os_))))
                 return [out, None] if target == "aten.native_dropout" else out
+            if sem.linear:       # the table says a shift passes (identity ops, negation)
+                return sh
             raise Broken()
         if role in ("movement", "flatten"):
             return self.movement(name, d, shifted)
