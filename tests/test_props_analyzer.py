@@ -47,6 +47,7 @@ def _count(name: str, n: int) -> None:
 @example(spec=("wide", 3, "img", ("adv_pool3d", "depthwise"), 2, 2))  # MaxPool3d on 4-D: false rescales
 @example(spec=("conv", 29, "cnn", ("relu",), ("bn", "gn", "in"), False, False, 2))  # conv bias → avg pool → norm:
 @example(spec=("conv", 35, "cnn", ("relu",), ("bn", "gn", "in"), False, False, 2))  # translations through pooling
+@example(spec=("wide", 134, "seq", ("mlp", "glu"), 1, 1))  # ReLU-gated GLU: gate ↔ down missing (gap glu-relu)
 def _sound_and_complete(spec) -> None:
     arch = build(spec)
     SEEN["sound"].add(spec)
