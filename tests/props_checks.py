@@ -41,6 +41,18 @@ class Problem:
         self.names = [n for n, _ in self.model.named_parameters()]
         self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    def ill_conditioned(self, rel: float = 1e-13, tol: float = 1e-6, seed: int = 0) -> bool:
+        """True when round-off-sized changes of the parameters move the ε → 0 loss by more than ``tol``:
+        a normalizer sees a zero-variance set (a GroupNorm over two entries returns ±1, and the next one
+        can see equal inputs), where ε → 0 amplifies round-off by up to 1e150 — a finite-action check there
+        measures that amplification, not the symmetry. Healthy models move by ~``rel``."""
+        gen = torch.Generator().manual_seed(seed)
+        moved = {k: (v * (1 + rel * torch.randn(v.shape, generator=gen, dtype=v.dtype)) if k in self.names else v)
+                 for k, v in self.state.items()}
+        base, other = self.loss(), self.loss(moved)
+        self.model.load_state_dict(self.state)
+        return not (abs(other - base) <= tol * max(1.0, abs(base)))
+
     def loss(self, state: Mapping[str, torch.Tensor] | None = None) -> float:
         self.model.load_state_dict(state if state is not None else self.state)
         with torch.no_grad():

@@ -21,7 +21,7 @@ import random
 
 import pytest
 import torch
-from hypothesis import example, given
+from hypothesis import assume, example, given
 
 from symmetry_engine.graph.analysis import analyze
 
@@ -48,8 +48,12 @@ def _count(name: str, n: int) -> None:
 @example(spec=("conv", 29, "cnn", ("relu",), ("bn", "gn", "in"), False, False, 2))  # conv bias → avg pool → norm:
 @example(spec=("conv", 35, "cnn", ("relu",), ("bn", "gn", "in"), False, False, 2))  # translations through pooling
 @example(spec=("wide", 134, "seq", ("mlp", "glu"), 1, 1))  # ReLU-gated GLU: gate ↔ down missing (gap glu-relu)
+@example(spec=("wide", 2172, "seq", ("adv_norm_axis1",), 2, 2))  # GroupNorm over 2 entries → ±1 → a zero-variance
+#   set in the next GroupNorm: at ε → 0 round-off grew to 1e132 "false" symmetries; now recognised as ill-conditioned
 def _sound_and_complete(spec) -> None:
     arch = build(spec)
+    # degenerate numerics (a zero-variance normalized set) make the ε → 0 check meaningless: drawn again
+    assume(not Problem(arch).ill_conditioned())
     SEEN["sound"].add(spec)
     verdict, _ = judge(arch, analyze)
     assert not verdict.problems, (spec, arch.blocks, verdict.problems[:5])
