@@ -22,6 +22,8 @@ known analyzer gaps (tests/props_gaps.py) and nothing else.
 
 from __future__ import annotations
 
+import abc
+
 import math
 import random
 from dataclasses import dataclass, field
@@ -81,13 +83,14 @@ def _bias(lin: nn.Module, name: str) -> str | None:
     return f"{name}.bias" if getattr(lin, "bias", None) is not None else None
 
 
-class Block(nn.Module):
+class Block(nn.Module, abc.ABC):
     """A block maps [B, *seq, D] to [B, *seq', D']; ``declare(prefix, d)`` fills a :class:`Decl`."""
 
     tag = ""
 
-    def declare(self, p: str, d: Decl) -> None:  # pragma: no cover - every block overrides it
-        raise NotImplementedError
+    @abc.abstractmethod
+    def declare(self, p: str, d: Decl) -> None:
+        """Add the symmetries this block has, with exact slices, under parameter prefix ``p``."""
 
 
 class MLP(Block):
