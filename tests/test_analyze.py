@@ -157,6 +157,7 @@ def test_certification_catches_a_wrong_symmetry() -> None:
     from symmetry_engine import Symmetry
     from symmetry_engine.graph.certify import certify
 
+    torch.manual_seed(0)   # unseeded, the weights followed the test order: one order gave a change of 9.8e-7
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
     wrong = Symmetry("rescale", (Member("0.weight", 0, (1,), 1), Member("0.bias", 0, (1,), 1), Member("2.weight", 1, (1,), -1)), "0", 1)
     (cert,) = certify(model, torch.randn(2, 4), [wrong])
