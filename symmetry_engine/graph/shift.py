@@ -325,13 +325,16 @@ class Stepper(ContractionRules):
         except ax.GridError:
             raise Broken() from None
 
-    def reduce(self, d: dict, shifted: dict) -> Shift:
-        args = d["args"]
-        src = tensor_arg(arg(args, 0))
+    def _only_data_shift(self, d: dict, shifted: dict) -> tuple[Shift, int]:
+        """The shift of arg 0 and its rank, when arg 0 is the only shifted input (reductions, pooling)."""
+        src = tensor_arg(arg(d["args"], 0))
         if set(shifted) != {src}:
             raise Broken()
-        sh = shifted[src]
-        nd = len(self.shape(src) or ())
+        return shifted[src], len(self.shape(src) or ())
+
+    def reduce(self, d: dict, shifted: dict) -> Shift:
+        args = d["args"]
+        sh, nd = self._only_data_shift(d, shifted)
         dims = arg(args, 1, (d.get("kwargs") or {}).get("dim"))
         dims = list(range(nd)) if dims in (None, []) else ([dims] if isinstance(dims, int) else list(dims))
         dims = [x % nd for x in dims]
@@ -369,11 +372,7 @@ class Stepper(ContractionRules):
 
     def pool(self, d: dict, shifted: dict) -> Any:
         args = d["args"]
-        src = tensor_arg(arg(args, 0))
-        if set(shifted) != {src}:
-            raise Broken()
-        sh = shifted[src]
-        nd = len(self.shape(src) or ())
+        sh, nd = self._only_data_shift(d, shifted)
         k = semantics(d["target"]).pool_axes
         dims = list(range(nd - k, nd))
         linear = semantics(d["target"]).linear
